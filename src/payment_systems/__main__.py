@@ -1,0 +1,5 @@
+"""``python -m payment_systems`` is the same as ``payment-systems``."""
+
+from payment_systems.cli import main
+
+main()

