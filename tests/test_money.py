@@ -52,7 +52,7 @@ def test_lowercase_currency_codes_are_normalised() -> None:
 
 
 def test_a_float_amount_is_rejected_with_a_type_error_that_says_what_to_pass() -> None:
-    with pytest.raises(TypeError, match="pass a str such as '12.34'"):
+    with pytest.raises(TypeError, match=r"pass a str such as '12\.34'"):
         Money.of(0.1, "USD")  # type: ignore[arg-type]
 
 

@@ -74,4 +74,5 @@ for ways in range(1, 13):
     naive_sum = naive.amount_minor * ways
     exact_sum = sum(p.amount_minor for p in total.allocate([1] * ways))
     assert exact_sum == total.amount_minor
-    print(f"{ways:>2} ways: naive sum {Money(naive_sum, 'USD')}, allocate sum {Money(exact_sum, 'USD')}")
+    naive_total, exact_total = Money(naive_sum, "USD"), Money(exact_sum, "USD")
+    print(f"{ways:>2} ways: naive sum {naive_total}, allocate sum {exact_total}")

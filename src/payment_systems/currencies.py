@@ -27,10 +27,8 @@ class UnknownCurrency(PaymentSystemsError, ValueError):
     http_status = 400
 
     def __init__(self, currency: str, reason: str = "is not an ISO 4217 currency code") -> None:
-        super().__init__(
-            f"{currency!r} {reason}; use a three-letter ISO 4217 code such as 'USD', 'EUR' or 'JPY'",
-            currency=currency,
-        )
+        hint = "use a three-letter ISO 4217 code such as 'USD', 'EUR' or 'JPY'"
+        super().__init__(f"{currency!r} {reason}; {hint}", currency=currency)
         self.currency = currency
 
 

@@ -181,8 +181,10 @@ class Money:
     @property
     def amount(self) -> Decimal:
         """The amount in major units, exact, with the currency's number of places."""
-        return Decimal(self.amount_minor).scaleb(-self.exponent).quantize(
-            Decimal(1).scaleb(-self.exponent)
+        return (
+            Decimal(self.amount_minor)
+            .scaleb(-self.exponent)
+            .quantize(Decimal(1).scaleb(-self.exponent))
         )
 
     def format(self, locale: str = "en_US") -> str:
@@ -200,7 +202,7 @@ class Money:
             raise MoneyError(f"locale {locale!r} has no currency format")
         pattern = copy.copy(pattern)
         pattern.frac_prec = (self.exponent, self.exponent)
-        return pattern.apply(self.amount, loc, currency=self.currency, currency_digits=False)
+        return str(pattern.apply(self.amount, loc, currency=self.currency, currency_digits=False))
 
     def __str__(self) -> str:
         return f"{self.amount} {self.currency}"

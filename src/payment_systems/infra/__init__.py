@@ -11,7 +11,15 @@ process exits, so running the test suite twice leaves no stray servers.
 """
 
 from payment_systems.infra.engines import create_engine, normalize_url
+from payment_systems.infra.machine import machine_info
 from payment_systems.infra.postgres import EmbeddedPostgres
 from payment_systems.infra.redis import EmbeddedRedis, connect_redis
 
-__all__ = ["EmbeddedPostgres", "EmbeddedRedis", "connect_redis", "create_engine", "normalize_url"]
+__all__ = [
+    "EmbeddedPostgres",
+    "EmbeddedRedis",
+    "connect_redis",
+    "create_engine",
+    "machine_info",
+    "normalize_url",
+]

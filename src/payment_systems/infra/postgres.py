@@ -36,9 +36,9 @@ class EmbeddedPostgres:
             with warnings.catch_warnings():
                 # platformdirs warns at import when XDG_RUNTIME_DIR is unset (CI, root shells).
                 warnings.simplefilter("ignore")
-                import pgserver
+                from pgserver.postgres_server import get_server
 
-            self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+            self._server = get_server(self.data_dir, cleanup_mode="stop")
         return self
 
     def url(self, database: str = "postgres") -> str:
