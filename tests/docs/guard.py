@@ -16,6 +16,9 @@ Each Python or pycon block must be one of:
 * on an API page, a "Source code in src/…" listing that is verbatim package
   source, which the unit tests exercise.
 
+Shell blocks (``console``, ``bash``) must show only commands that
+``test_console_blocks.py`` runs, or that CI runs (the ``nox`` sessions).
+
 Any other ``<pre>`` with no language at all is reported too: that is what an
 indented fence becomes when its container syntax is not rendered.
 """
@@ -34,6 +37,8 @@ import jupytext
 from bs4 import BeautifulSoup, Tag
 from markdown_it import MarkdownIt
 from pytest_markdown_docs.plugin import FenceSyntax, extract_fence_tests
+
+from tests.docs.console import SHELL_LANGS, commands_in_docs, commands_in_text
 
 PYTHON_LANGS = {"python", "py", "python3", "pycon"}
 SKIPPED_ANCESTOR_CLASSES = {"linenos", "jp-OutputArea-output", "jp-RenderedText"}
@@ -65,6 +70,7 @@ class ExecutedSources:
     snippets: dict[str, str] = field(default_factory=dict)  # text -> path
     notebook_cells: set[str] = field(default_factory=set)
     package_sources: dict[str, str] = field(default_factory=dict)  # "src/x.py" -> text
+    shell_commands: set[str] = field(default_factory=set)
 
 
 def _norm(text: str) -> str:
@@ -185,6 +191,7 @@ def executed_sources(root: Path, packages: Iterable[str] = ("payment_systems",))
         fences=collected_fences(docs),
         doctest_examples=doctest_examples(docs, packages),
         notebook_cells=notebook_cells(docs / "notebooks"),
+        shell_commands={c.command for c in commands_in_docs(docs)},
     )
     for snippet in sorted((root / "snippets").glob("*.py")):
         rel = snippet.relative_to(root).as_posix()
@@ -201,6 +208,10 @@ def why_not_executed(block: RenderedBlock, sources: ExecutedSources) -> str | No
     """None if some test executes ``block``; otherwise the reason it fails the guard."""
     if block.language is None:
         return "a code block with no language: an indented fence whose container did not render?"
+    if block.language in SHELL_LANGS:
+        shown = [cmd for cmd, _ in commands_in_text(block.text, block.language)]
+        missing = [cmd for cmd in shown if cmd not in sources.shell_commands]
+        return f"shell command(s) no test runs: {missing}" if missing else None
     if block.language not in PYTHON_LANGS:
         return None
     text = _norm(block.text)

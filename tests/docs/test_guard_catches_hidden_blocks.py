@@ -117,3 +117,19 @@ def test_guard_reports_a_fence_whose_container_was_not_rendered(tmp_path: Path) 
     reports = unexecuted_blocks(tmp_path / "site", executed_sources(tmp_path, packages=()))
     assert len(reports) == 1
     assert "no language" in reports[0]
+
+
+def test_guard_reports_a_shell_command_hidden_in_an_admonition(tmp_path: Path) -> None:
+    reports = _reports(
+        tmp_path,
+        """
+        # Demo
+
+        !!! tip
+            ```console
+            $ payment-systems --version
+            ```
+        """,
+    )
+    assert len(reports) == 1
+    assert "shell command(s) no test runs" in reports[0]
