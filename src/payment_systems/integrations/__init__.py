@@ -1,0 +1,1 @@
+"""Talking to the outside world: the PSP (sandbox and client) and its webhooks."""

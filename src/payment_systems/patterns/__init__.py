@@ -1,0 +1,1 @@
+"""Reusable resilience patterns: circuit breaker, rate limiter, outbox."""
