@@ -8,15 +8,19 @@ server is started once per test session and stopped at the end of it.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 import sqlalchemy as sa
+import stripe
 from sqlalchemy.engine import Engine
 
 from payment_systems.infra import EmbeddedPostgres, EmbeddedRedis, create_engine
+from payment_systems.integrations.psp_sandbox import SandboxServer, create_app
+from payment_systems.integrations.psp_sandbox.delivery import RetryPolicy
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +80,33 @@ def any_engine(request: pytest.FixtureRequest) -> Engine:
     name = "sqlite_engine" if request.param == "sqlite" else "pg_engine"
     engine: Engine = request.getfixturevalue(name)
     return engine
+
+
+# -- the PSP sandbox -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def psp_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
+    """A real HTTP server running the Stripe-compatible sandbox, for the whole session.
+
+    Tests isolate themselves by using a fresh API key (a fresh account) each.
+    Webhook retries are fast here (50 ms base) so retry tests take milliseconds.
+    """
+    db = tmp_path_factory.mktemp("sandbox") / "sandbox.db"
+    app = create_app(f"sqlite:///{db}", retry_policy=RetryPolicy(base_s=0.05, cap_s=0.5))
+    with SandboxServer(app) as server:
+        yield server
+
+
+@pytest.fixture
+def psp_key() -> str:
+    """A fresh secret key: a brand-new, empty sandbox account."""
+    return "sk_test_" + uuid.uuid4().hex
+
+
+@pytest.fixture
+def stripe_client(psp_sandbox: SandboxServer, psp_key: str) -> stripe.StripeClient:
+    """The official SDK pointed at the sandbox, with its own retries off."""
+    return stripe.StripeClient(
+        psp_key, base_addresses={"api": psp_sandbox.url}, max_network_retries=0
+    )

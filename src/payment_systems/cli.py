@@ -76,6 +76,31 @@ def config_command() -> None:
     Console().print(table)
 
 
+@app.command("sandbox")
+def sandbox_command(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (12111, like stripe-mock).")] = 12111,
+    db: Annotated[
+        str, typer.Option(help="SQLAlchemy URL of the sandbox's own state.")
+    ] = "sqlite:///psp_sandbox.db",
+) -> None:
+    """Run the Stripe-compatible PSP sandbox.
+
+    Point the official stripe SDK at it with
+    StripeClient("sk_test_...", base_addresses={"api": "http://127.0.0.1:12111"}).
+    Any sk_test_ key works; each key is a separate account. Faults are set with
+    POST /_sandbox/faults, time moves with POST /_sandbox/clock/advance.
+    """
+    import uvicorn
+
+    from payment_systems.integrations.psp_sandbox import create_app
+
+    Console(stderr=True).print(
+        f"PSP sandbox on [bold]http://{host}:{port}[/bold] (state: {db}); Ctrl+C stops it"
+    )
+    uvicorn.run(create_app(db), host=host, port=port, log_level="warning")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

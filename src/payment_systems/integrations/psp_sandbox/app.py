@@ -104,7 +104,7 @@ class Sandbox:
             request_id = self.new_id("req")
             try:
                 account = account_for(_api_key(request))
-                await self._request_faults(account, request.url.path)
+                await self._request_faults(account, request.url.path, request.method)
                 body = await request.body()
                 params = decode(body if request.method == "POST" else request.url.query)
                 key = request.headers.get("idempotency-key") if idempotent else None
@@ -112,7 +112,7 @@ class Sandbox:
                     status, result = self._execute(
                         handler, account, params, request, request_id, None
                     )
-                    status, result = self._after_faults(account, request.url.path, status, result)
+                    status, result = self._after_faults(account, request, status, result)
                 else:
                     return await self._idempotent(
                         handler, account, params, request, request_id, key
@@ -133,9 +133,7 @@ class Sandbox:
         key: str,
     ) -> Response:
         if not key or len(key) > MAX_KEY_LENGTH:
-            raise InvalidRequest(
-                f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters long."
-            )
+            raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters long.")
         begun = self.store.begin_idempotent(
             account, key, fingerprint(request.method, request.url.path, params)
         )
@@ -144,7 +142,8 @@ class Sandbox:
         if begun.outcome == "in_flight":
             raise IdempotencyConflict(key)
         if begun.outcome == "replay":
-            assert begun.status is not None and begun.body is not None
+            assert begun.status is not None
+            assert begun.body is not None
             return Response(
                 begun.body,
                 status_code=begun.status,
@@ -156,8 +155,9 @@ class Sandbox:
                 },
             )
         try:
+            await self._processing_latency(account, request.url.path)
             status, result = self._execute(handler, account, params, request, request_id, key)
-            status, result = self._after_faults(account, request.url.path, status, result)
+            status, result = self._after_faults(account, request, status, result)
         except (InvalidRequest, NotFound) as exc:
             self.store.release_idempotent(account, key)  # never started: nothing to remember
             return _error(exc, request_id)
@@ -199,11 +199,11 @@ class Sandbox:
                 return exc.status, exc.body()
             return 200, expand(ctx, obj, params)
 
-    async def _request_faults(self, account: str, path: str) -> None:
-        for fault in self.faults.active(account, path):
+    async def _request_faults(self, account: str, path: str, method: str) -> None:
+        for fault in self.faults.active(account, path, method):
             if not self.faults.fires(fault):
                 continue
-            if fault.kind == "latency":
+            if fault.kind == "latency" and fault.phase == "before":
                 await asyncio.sleep(self.faults.latency_s(fault))
             elif fault.kind == "rate_limit":
                 raise InjectedFault(
@@ -217,8 +217,20 @@ class Sandbox:
                 await asyncio.sleep(fault.hold_s)
                 raise InjectedFault(504, "The request timed out before it was processed.")
 
-    def _after_faults(self, account: str, path: str, status: int, result: Obj) -> tuple[int, Obj]:
+    async def _processing_latency(self, account: str, path: str) -> None:
+        """Latency with ``phase=after``: the key is claimed, the card network is slow.
+
+        This is the window in which a concurrent request with the same key
+        finds it in flight and gets a 409.
+        """
         for fault in self.faults.active(account, path):
+            if fault.kind == "latency" and fault.phase == "after" and self.faults.fires(fault):
+                await asyncio.sleep(self.faults.latency_s(fault))
+
+    def _after_faults(
+        self, account: str, request: Request, status: int, result: Obj
+    ) -> tuple[int, Obj]:
+        for fault in self.faults.active(account, request.url.path, request.method):
             if fault.kind == "error" and fault.phase == "after" and self.faults.fires(fault):
                 error = InjectedFault(fault.status, "An unknown error occurred (sandbox fault).")
                 return error.status, error.body()
@@ -227,7 +239,7 @@ class Sandbox:
     async def _respond(
         self, account: str, request: Request, status: int, result: Obj, request_id: str
     ) -> Response:
-        for fault in self.faults.active(account, request.url.path):
+        for fault in self.faults.active(account, request.url.path, request.method):
             if fault.kind == "timeout" and fault.phase == "after" and self.faults.fires(fault):
                 await asyncio.sleep(fault.hold_s)  # the work is done; the client gives up waiting
         return JSONResponse(result, status_code=status, headers={"Request-Id": request_id})

@@ -11,6 +11,7 @@ sandbox's defaults are short so that tests see retries in seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -54,10 +55,8 @@ class Dispatcher:
             while not self._stopping.is_set():
                 sent = await self.deliver_due(client)
                 if not sent:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), self.poll_s)
-                    except TimeoutError:
-                        pass
 
     def stop(self) -> None:
         self._stopping.set()
@@ -76,7 +75,9 @@ class Dispatcher:
             await self._deliver_one(client, row)
         return len(rows)
 
-    async def _deliver_one(self, client: httpx.AsyncClient, row: sa.Row[tuple[object, ...]]) -> None:
+    async def _deliver_one(
+        self, client: httpx.AsyncClient, row: sa.Row[tuple[object, ...]]
+    ) -> None:
         with self.store.engine.connect() as conn:
             event_data = conn.execute(
                 sa.select(objects.c.data).where(objects.c.id == row.event_id)

@@ -53,7 +53,9 @@ EVIDENCE_WEIGHTS = {
 }
 WIN_THRESHOLD = 5
 RESPONSE_WINDOW_S = 7 * DAY_S
-REVIEW_PERIOD_S = 1 * DAY_S  # real networks take 60-75 days; the sandbox clock is patient, readers less so
+REVIEW_PERIOD_S = (
+    1 * DAY_S
+)  # real networks take 60-75 days; the sandbox clock is patient, readers less so
 
 
 def decide(evidence: dict[str, Any]) -> tuple[str, int]:

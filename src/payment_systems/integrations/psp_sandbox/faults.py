@@ -7,15 +7,23 @@ account whose key set it, and clears itself after ``duration_s``.
 
 | kind | fields | effect |
 |---|---|---|
-| ``latency`` | ``ms``, ``jitter_ms``, ``distribution`` (fixed, uniform, exponential) | adds delay before handling |
-| ``error`` | ``status`` (500), ``fraction``, ``phase`` (before, after) | ``before``: fail without doing anything; ``after``: do the work, then fail (and the 5xx is what the idempotency key stores, as at Stripe) |
-| ``timeout`` | ``hold_s``, ``fraction``, ``phase`` | hold the request open for ``hold_s`` before answering; ``after`` does the work first, so the client cannot know the outcome |
+| ``latency`` | ``ms``, ``jitter_ms``, ``distribution``, ``phase`` | adds delay (1) |
+| ``error`` | ``status`` (500), ``fraction``, ``phase`` | a 5xx (2) |
+| ``timeout`` | ``hold_s``, ``fraction``, ``phase`` | holds the request open (3) |
 | ``rate_limit`` | ``retry_after_s``, ``fraction`` | 429 with ``Retry-After`` |
 | ``webhook_duplicate`` | | every webhook is delivered twice |
 | ``webhook_delay`` | ``delay_s`` | webhooks leave ``delay_s`` late |
 | ``webhook_reorder`` | ``window_s`` | webhooks are held for a window, then delivered newest first |
 
-Every fault also takes ``duration_s`` (default 60) and ``path_prefix`` (default ``/v1/``).
+1. ``distribution`` is fixed, uniform or exponential. With ``phase=after`` the
+   delay comes once the idempotency key is claimed, like a slow card network.
+2. ``phase=before`` fails without doing anything; ``phase=after`` does the work,
+   then fails, and the 5xx is what the idempotency key stores, as at Stripe.
+3. ``phase=after`` does the work first, then holds the answer for ``hold_s``,
+   so the client cannot know the outcome.
+
+Every fault also takes ``duration_s`` (default 60), ``path_prefix`` (default ``/v1/``)
+and ``methods`` (default ``"GET,POST,DELETE"``).
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ class Fault:
     kind: str
     expires_at: float
     path_prefix: str = "/v1/"
+    methods: str = "GET,POST,DELETE"
     fraction: float = 1.0
     ms: float = 0.0
     jitter_ms: float = 0.0
@@ -88,6 +97,7 @@ class FaultBook:
             kind=str(kind),
             expires_at=self.clock() + duration,
             path_prefix=str(spec.get("path_prefix", "/v1/")),
+            methods=str(spec.get("methods", "GET,POST,DELETE")).upper(),
             fraction=_number(spec, "fraction", 1.0, 0.0, 1.0),
             ms=_number(spec, "ms", 0, 0, 600_000),
             jitter_ms=_number(spec, "jitter_ms", 0, 0, 600_000),
@@ -101,21 +111,28 @@ class FaultBook:
             id=self._next_id,
         )
         if fault.distribution not in ("fixed", "uniform", "exponential"):
-            raise InvalidRequest("distribution must be fixed, uniform or exponential", "distribution")
+            raise InvalidRequest(
+                "distribution must be fixed, uniform or exponential", "distribution"
+            )
         if fault.phase not in ("before", "after"):
             raise InvalidRequest("phase must be before or after", param="phase")
         self._next_id += 1
         self._faults.setdefault(account, []).append(fault)
         return fault
 
-    def active(self, account: str, path: str | None = None) -> list[Fault]:
-        """Unexpired faults of ``account`` (matching ``path`` for request faults)."""
+    def active(self, account: str, path: str | None = None, method: str = "POST") -> list[Fault]:
+        """Unexpired faults of ``account`` (matching ``path`` and ``method`` for request faults)."""
         now = self.clock()
         live = [f for f in self._faults.get(account, []) if f.expires_at > now]
         self._faults[account] = live
         if path is None:
             return live
-        return [f for f in live if f.kind not in REQUEST_KINDS or path.startswith(f.path_prefix)]
+        return [
+            f
+            for f in live
+            if f.kind not in REQUEST_KINDS
+            or (path.startswith(f.path_prefix) and method in f.methods.split(","))
+        ]
 
     def clear(self, account: str) -> None:
         """Remove every fault of ``account`` at once."""

@@ -32,7 +32,8 @@ def decode(body: bytes | str) -> dict[str, Any]:
             raise InvalidRequest(f"Invalid parameter name: {raw_key}", param=raw_key)
         path = [match.group(1), *re.findall(r"\[([^\[\]]*)\]", match.group(2))]
         _assign(result, path, value, raw_key)
-    return _lists(result)
+    decoded: dict[str, Any] = _lists(result)
+    return decoded
 
 
 def _assign(root: dict[str, Any], path: list[str], value: str, raw_key: str) -> None:
@@ -77,7 +78,7 @@ def get_bool(params: dict[str, Any], name: str, default: bool = False) -> bool:
     if raw is None or raw == "":
         return default
     if raw in ("true", "false"):
-        return raw == "true"
+        return bool(raw == "true")
     raise InvalidRequest(f"Invalid boolean: {raw}", param=name)
 
 

@@ -53,7 +53,13 @@ def page(
     found: list[Obj] = []
     while len(found) <= limit:
         chunk = ctx.store.find(
-            ctx.conn, ctx.account, kind, parent=parent, payout=payout, limit=_CHUNK, before_seq=before
+            ctx.conn,
+            ctx.account,
+            kind,
+            parent=parent,
+            payout=payout,
+            limit=_CHUNK,
+            before_seq=before,
         )
         found += [obj for _, obj in chunk if keep(obj)]
         if len(chunk) < _CHUNK:
@@ -100,7 +106,10 @@ def search(ctx: Ctx, kind: str, params: dict[str, Any], url: str) -> Obj:
 
 
 def expand(ctx: Ctx, obj: Obj, params: dict[str, Any]) -> Obj:
-    """Replace ids with objects for each ``expand[]`` path (``latest_charge.balance_transaction``)."""
+    """Replace ids with objects for each ``expand[]`` path.
+
+    ``latest_charge.balance_transaction`` expands the charge, then its transaction.
+    """
     paths = params.get("expand") or []
     if isinstance(paths, str):
         paths = [paths]

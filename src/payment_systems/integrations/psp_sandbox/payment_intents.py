@@ -207,7 +207,9 @@ def _new_charge(ctx: Ctx, intent: Obj, card: cards.SandboxCard, *, status: str) 
         "livemode": False,
         "metadata": intent["metadata"],
         "outcome": {
-            "network_status": "declined_by_network" if status == "failed" else "approved_by_network",
+            "network_status": "declined_by_network"
+            if status == "failed"
+            else "approved_by_network",
             "reason": card.decline_code,
             "type": "issuer_declined" if status == "failed" else "authorized",
         },
@@ -258,7 +260,9 @@ def _capture(ctx: Ctx, intent: Obj, charge: Obj, amount: int) -> Obj:
     ctx.save(charge)
     intent.update(status="succeeded", amount_received=amount, amount_capturable=0)
     ctx.save(intent)
-    ctx.emit("charge.captured" if intent["capture_method"] == "manual" else "charge.succeeded", charge)
+    ctx.emit(
+        "charge.captured" if intent["capture_method"] == "manual" else "charge.succeeded", charge
+    )
     ctx.emit("payment_intent.succeeded", intent)
     return intent
 

@@ -19,7 +19,9 @@ def _charge_for(ctx: Ctx, params: dict[str, Any]) -> Obj:
     charge_id = get_str(params, "charge")
     intent_id = get_str(params, "payment_intent")
     if charge_id is None and intent_id is None:
-        raise InvalidRequest("One of the following params should be provided: charge, payment_intent")
+        raise InvalidRequest(
+            "One of the following params should be provided: charge, payment_intent"
+        )
     if charge_id is None:
         intent = ctx.get("payment_intent", str(intent_id))
         if intent is None:

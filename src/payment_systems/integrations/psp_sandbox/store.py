@@ -179,9 +179,7 @@ class Store:
     def seq_of(self, conn: Connection, account: str, object_id: str) -> int | None:
         """The list position of an object (for ``starting_after`` pagination)."""
         seq = conn.execute(
-            sa.select(objects.c.seq).where(
-                objects.c.id == object_id, objects.c.account == account
-            )
+            sa.select(objects.c.seq).where(objects.c.id == object_id, objects.c.account == account)
         ).scalar()
         return None if seq is None else int(seq)
 
@@ -255,5 +253,7 @@ class Store:
             conn.execute(clocks.insert().values(account=account, offset_s=seconds))
         else:
             conn.execute(
-                clocks.update().where(clocks.c.account == account).values(offset_s=current + seconds)
+                clocks.update()
+                .where(clocks.c.account == account)
+                .values(offset_s=current + seconds)
             )
