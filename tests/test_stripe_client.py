@@ -164,9 +164,7 @@ def test_a_429_waits_exactly_the_retry_after_the_psp_asked_for(
     assert sleeps.calls[0] == 1.0
 
 
-def test_a_decline_is_final_and_not_retried(
-    make_client: Callable[..., PSPClient], psp_sandbox: SandboxServer, psp_key: str
-) -> None:
+def test_a_decline_is_final_and_not_retried(make_client: Callable[..., PSPClient]) -> None:
     client = make_client()
     with pytest.raises(PSPDeclined) as info:
         _authorize(client, pm="pm_card_chargeDeclinedInsufficientFunds")
