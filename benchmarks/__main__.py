@@ -48,7 +48,14 @@ def main(argv: list[str] | None = None) -> None:
             progress.update(task, description=f"bench_{name}")
             module = importlib.import_module(f"benchmarks.bench_{name}")
             rows = module.run()
-            path = write_result(name, module.TITLE, rows, notes=module.NOTES, results_dir=args.out)
+            path = write_result(
+                name,
+                module.TITLE,
+                rows,
+                notes=module.NOTES,
+                plot=getattr(module, "PLOT", None),
+                results_dir=args.out,
+            )
             console.print(f"[green]wrote[/green] {path}")
             progress.advance(task)
 

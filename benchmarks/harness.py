@@ -55,6 +55,7 @@ def write_result(
     rows: list[dict[str, Any]],
     *,
     notes: str = "",
+    plot: dict[str, Any] | None = None,
     results_dir: Path | None = None,
 ) -> Path:
     """Write ``benchmarks/results/<name>.json`` in the shape the docs page reads."""
@@ -68,6 +69,7 @@ def write_result(
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine_info(),
         "notes": notes,
+        "plot": plot,
         "rows": rows,
     }
     path.write_text(json.dumps(payload, indent=2) + "\n")

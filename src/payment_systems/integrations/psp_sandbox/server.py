@@ -7,8 +7,12 @@ The thread runs a real uvicorn server on a real socket, so the official
 from __future__ import annotations
 
 import socket
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -59,3 +63,18 @@ class SandboxServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+@contextmanager
+def run_sandbox(port: int = 0, **options: Any) -> Iterator[SandboxServer]:
+    """A sandbox on a throwaway SQLite file, serving until the block ends.
+
+    ``options`` go to `Sandbox` (faults, retry policy, clock...). This is what
+    the docs, the demo and many tests use.
+    """
+    from payment_systems.integrations.psp_sandbox.app import create_app
+
+    with tempfile.TemporaryDirectory(prefix="psp-sandbox-") as tmp:
+        app = create_app(f"sqlite:///{Path(tmp) / 'sandbox.db'}", **options)
+        with SandboxServer(app, port=port) as server:
+            yield server

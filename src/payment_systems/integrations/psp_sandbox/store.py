@@ -90,6 +90,13 @@ class Begun:
     body: str | None = None
 
 
+def _sqlite_speed(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
 def fingerprint(method: str, path: str, params: Obj) -> str:
     """SHA-256 of the request's method, path and canonical parameters."""
     canonical = json.dumps([method, path, params], sort_keys=True, separators=(",", ":"))
@@ -101,6 +108,11 @@ class Store:
 
     def __init__(self, url: str, *, wall_clock: Callable[[], float] = time.time) -> None:
         self.engine: Engine = create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            # WAL lets the webhook dispatcher read while a request writes, and
+            # synchronous=NORMAL skips an fsync per commit: a sandbox may lose
+            # its last transactions on power loss, never on a process crash.
+            sa.event.listen(self.engine, "connect", _sqlite_speed)
         metadata.create_all(self.engine)
         self.wall_clock = wall_clock
         with self.engine.connect() as conn:
