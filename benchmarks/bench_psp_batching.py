@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from benchmarks.sandbox_process import sandbox_process
+from payment_systems.integrations.psp_sandbox.server import run_sandbox_process
 from payment_systems.integrations.stripe_client import CaptureRequest, PSPClient
 from payment_systems.money import Money
 
@@ -50,7 +50,7 @@ def _authorize_all(client: PSPClient, prefix: str) -> list[CaptureRequest]:
 
 def run() -> list[dict[str, Any]]:
     rows = []
-    with sandbox_process() as (url, _proc):
+    with run_sandbox_process() as (url, _pid):
         key = "sk_test_" + uuid.uuid4().hex
         pooled = PSPClient(key, url)
         strategies = {

@@ -13,8 +13,8 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from benchmarks.sandbox_process import sandbox_process
 from payment_systems.integrations.psp_sandbox.fees import processing_fee
+from payment_systems.integrations.psp_sandbox.server import run_sandbox_process
 from payment_systems.integrations.stripe_client import PSPClient
 from payment_systems.money import Money, Rounding
 
@@ -32,7 +32,8 @@ NOTES = (
 def run() -> list[dict[str, Any]]:
     import psutil
 
-    with sandbox_process() as (url, server):
+    with run_sandbox_process() as (url, pid):
+        server = psutil.Process(pid)
         client = PSPClient("sk_test_" + uuid.uuid4().hex, url)
         amount = Money.of("50.00", "USD")
         me = psutil.Process()

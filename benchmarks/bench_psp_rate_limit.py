@@ -15,8 +15,8 @@ import time
 import uuid
 from typing import Any
 
-from benchmarks.sandbox_process import sandbox_process
 from payment_systems.infra import EmbeddedRedis
+from payment_systems.integrations.psp_sandbox.server import run_sandbox_process
 from payment_systems.integrations.stripe_client import PSPClient
 from payment_systems.money import Money
 from payment_systems.patterns.rate_limit import TokenBucket
@@ -89,5 +89,5 @@ def _scenario(url: str, redis_url: str, limit: float | None) -> dict[str, Any]:
 
 
 def run() -> list[dict[str, Any]]:
-    with EmbeddedRedis() as server, sandbox_process() as (url, _proc):
+    with EmbeddedRedis() as server, run_sandbox_process() as (url, _pid):
         return [_scenario(url, server.url, limit) for limit in LIMITS]

@@ -216,3 +216,19 @@ def test_lists_paginate_newest_first_through_the_sdk(stripe_client: stripe.Strip
         for pi in stripe_client.v1.payment_intents.list(params={"limit": 2}).auto_paging_iter()
     ]
     assert listed == list(reversed(created))
+
+
+def test_the_cli_sandbox_serves_the_official_sdk() -> None:
+    from payment_systems.integrations.psp_sandbox.server import run_sandbox_process
+
+    with run_sandbox_process() as (url, _pid):
+        client = stripe.StripeClient("sk_test_cli_check", base_addresses={"api": url})
+        intent = client.v1.payment_intents.create(
+            params={
+                "amount": 999,
+                "currency": "gbp",
+                "payment_method": "pm_card_visa",
+                "confirm": True,
+            }
+        )
+        assert intent.status == "succeeded"

@@ -7,6 +7,8 @@ The thread runs a real uvicorn server on a real socket, so the official
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -78,3 +80,46 @@ def run_sandbox(port: int = 0, **options: Any) -> Iterator[SandboxServer]:
         app = create_app(f"sqlite:///{Path(tmp) / 'sandbox.db'}", **options)
         with SandboxServer(app, port=port) as server:
             yield server
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def run_sandbox_process(port: int | None = None) -> Iterator[tuple[str, int]]:
+    """``payment-systems sandbox`` as a separate process: yields (base URL, pid).
+
+    Benchmarks and load tests use this so the sandbox's CPU is its own and it
+    does not share an interpreter lock with the client.
+    """
+    import httpx
+
+    port = port or free_port()
+    with tempfile.TemporaryDirectory(prefix="psp-sandbox-") as tmp:
+        db = f"sqlite:///{Path(tmp) / 'sandbox.db'}"
+        log_path = Path(tmp) / "sandbox.log"
+        command = [sys.executable, "-m", "payment_systems", "sandbox", "--port", str(port)]
+        with log_path.open("wb") as log:
+            process = subprocess.Popen([*command, "--db", db], stdout=log, stderr=subprocess.STDOUT)
+            url = f"http://127.0.0.1:{port}"
+            try:
+                deadline = time.monotonic() + 20
+                while True:
+                    try:
+                        if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        if process.poll() is not None or time.monotonic() > deadline:
+                            raise RuntimeError(
+                                f"the sandbox process did not start:\n{log_path.read_text()}"
+                            ) from None
+                    time.sleep(0.05)
+                yield url, process.pid
+            finally:
+                process.terminate()
+                process.wait(timeout=10)
