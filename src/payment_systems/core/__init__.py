@@ -1,0 +1,1 @@
+"""The payments core: idempotency, the payment service, the ledger, reconciliation."""

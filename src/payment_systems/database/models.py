@@ -1,0 +1,204 @@
+"""SQLAlchemy 2.0 models: merchants, payments, their event store, the ledger, idempotency keys.
+
+How the models support idempotency:
+
+* ``payments`` has a unique ``(merchant_id, idempotency_key)``: a retry that
+  arrives after our lock expired finds the *same* payment row, so it derives
+  the same PSP idempotency key and the PSP replays instead of charging again.
+* ``idempotency_keys`` (the SQL backend, shaped like Brandur Leach's
+  rocket-rides-atomic) has a unique ``(merchant_id, key)``: the lookup on
+  every request is one index probe, and the uniqueness is the lock of last
+  resort when two requests race to insert.
+* ``payment_events`` is append-only with a unique ``(payment_id, version)``:
+  two writers cannot both append version 3 (optimistic concurrency), and the
+  events are the audit trail: who changed what, when, in order.
+* ``ledger_entries`` are immutable (an ORM guard refuses updates and
+  deletes); a correction is a new journal, never an edit.
+
+Amounts are ``BIGINT`` minor units with a ``CHAR(3)`` currency: never a float.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a naming convention, so migrations name constraints stably."""
+
+    metadata = sa.MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s_%(column_1_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {dict[str, Any]: sa.JSON}
+
+
+BigId = sa.BigInteger().with_variant(sa.Integer, "sqlite")  # SQLite autoincrements INTEGER only
+
+
+def _now() -> datetime:
+    from datetime import UTC
+
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Merchant(Base):
+    """A merchant and its API key, stored only as a SHA-256 hash plus a visible prefix."""
+
+    __tablename__ = "merchants"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    api_key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    api_key_prefix: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Payment(Base):
+    """The current state of a payment: a projection of its events, kept for fast reads."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        sa.UniqueConstraint("merchant_id", "idempotency_key"),
+        sa.CheckConstraint("amount_minor > 0", name="positive_amount"),
+        sa.Index("ix_payments_status_updated", "status", "updated_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(sa.ForeignKey("merchants.id"))
+    idempotency_key: Mapped[str] = mapped_column(sa.String(255))
+    amount_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    status: Mapped[str] = mapped_column(sa.String(32))
+    capture_method: Mapped[str] = mapped_column(sa.String(16))
+    payment_method: Mapped[str] = mapped_column(sa.String(255))
+    description: Mapped[str | None] = mapped_column(sa.String(1000))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    amount_captured: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    amount_refunded: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    psp_intent_id: Mapped[str | None] = mapped_column(sa.String(64))
+    failure_code: Mapped[str | None] = mapped_column(sa.String(64))
+    version: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+    events: Mapped[list[PaymentEvent]] = relationship(
+        back_populates="payment", order_by="PaymentEvent.version"
+    )
+
+
+class PaymentEvent(Base):
+    """One past-tense fact about a payment; append-only, versioned per payment."""
+
+    __tablename__ = "payment_events"
+    __table_args__ = (sa.UniqueConstraint("payment_id", "version"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    payment_id: Mapped[str] = mapped_column(sa.ForeignKey("payments.id"))
+    version: Mapped[int]
+    type: Mapped[str] = mapped_column(sa.String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    actor: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+    payment: Mapped[Payment] = relationship(back_populates="events")
+
+
+class LedgerAccount(Base):
+    """A ledger account, one per (code, currency): balances never mix currencies."""
+
+    __tablename__ = "ledger_accounts"
+    __table_args__ = (sa.UniqueConstraint("code", "currency"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(sa.String(64))
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    kind: Mapped[str] = mapped_column(sa.String(16))  # asset | liability | revenue | expense
+
+
+class LedgerJournal(Base):
+    """One balanced journal transaction. ``resolves`` is unique: a hold resolves at most once.
+
+    A post or void of a pending hold names the hold in ``resolves``; the unique
+    constraint makes the database itself refuse a second resolution, even
+    from two racing processes.
+    """
+
+    __tablename__ = "ledger_journals"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))  # posted | pending | post | void
+    resolves: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    payment_id: Mapped[str | None] = mapped_column(sa.String(40), index=True)
+    description: Mapped[str] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class LedgerEntry(Base):
+    """One leg of a journal: immutable once written (see the guard below)."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        sa.CheckConstraint("amount_minor > 0", name="positive_amount"),
+        sa.CheckConstraint("direction IN ('debit', 'credit')", name="direction"),
+        sa.Index("ix_ledger_entries_account", "account_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    journal_id: Mapped[str] = mapped_column(sa.ForeignKey("ledger_journals.id"), index=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("ledger_accounts.id"))
+    direction: Mapped[str] = mapped_column(sa.String(6))
+    amount_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+
+
+class IdempotencyKey(Base):
+    """The SQL idempotency backend, after Brandur's ``idempotency_keys`` table.
+
+    ``locked_at`` is set while a request holds the key; ``lock_token`` is the
+    fencing token; ``recovery_point`` says how far a crashed request got, so a
+    retry resumes there instead of starting over.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        sa.UniqueConstraint("merchant_id", "key"),
+        sa.Index("ix_idempotency_keys_created_at", "created_at"),  # for the reaper
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(sa.String(40))
+    key: Mapped[str] = mapped_column(sa.String(255))
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    locked_at: Mapped[datetime | None]
+    lock_token: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    recovery_point: Mapped[str] = mapped_column(sa.String(32), default="started")
+    response_code: Mapped[int | None]
+    response_body: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    last_run_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class ImmutableEntryError(RuntimeError):
+    """Raised when code tries to change or delete a ledger entry."""
+
+
+@event.listens_for(LedgerEntry, "before_update")
+@event.listens_for(LedgerEntry, "before_delete")
+@event.listens_for(LedgerJournal, "before_update")
+@event.listens_for(LedgerJournal, "before_delete")
+def _ledger_is_immutable(_mapper: Mapper[Any], _conn: Any, target: object) -> None:
+    raise ImmutableEntryError(
+        f"{type(target).__name__} {getattr(target, 'id', '?')} is immutable; "
+        "post a correcting journal instead"
+    )
