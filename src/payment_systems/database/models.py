@@ -40,7 +40,7 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
-    type_annotation_map = {dict[str, Any]: sa.JSON}
+    type_annotation_map = {dict[str, Any]: sa.JSON}  # noqa: RUF012 - SQLAlchemy reads it
 
 
 BigId = sa.BigInteger().with_variant(sa.Integer, "sqlite")  # SQLite autoincrements INTEGER only
