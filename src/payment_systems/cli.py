@@ -110,6 +110,47 @@ def sandbox_command(
     uvicorn.run(create_app(db), host=host, port=port, log_level="warning")
 
 
+db_app = typer.Typer(help="Database schema management (Alembic migrations).", no_args_is_help=True)
+merchants_app = typer.Typer(help="Create and list merchants.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(merchants_app, name="merchants")
+
+
+def _database_url() -> str:
+    from payment_systems.config import Settings
+
+    return Settings.from_env().database_url
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Create or migrate the schema at DATABASE_URL (SQLite file by default)."""
+    from payment_systems.database.migrate import upgrade
+
+    url = _database_url()
+    upgrade(url, revision)
+    Console().print(f"schema at [bold]{revision}[/bold] on {url}")
+
+
+@merchants_app.command("create")
+def merchants_create(name: Annotated[str, typer.Argument(help="The merchant's name.")]) -> None:
+    """Create a merchant and print its API key. The key is shown only this once."""
+    from payment_systems.core.merchants import create_merchant
+    from payment_systems.database.migrate import upgrade
+    from payment_systems.database.session import session_factory, unit_of_work
+
+    url = _database_url()
+    upgrade(url)
+    with unit_of_work(session_factory(url)) as session:
+        merchant, api_key = create_merchant(session, name)
+    console = Console()
+    console.print(f"merchant [bold]{merchant.id}[/bold] ({name})")
+    console.print("API key (store it now; it cannot be shown again):")
+    typer.echo(api_key)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
