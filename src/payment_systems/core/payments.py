@@ -1,0 +1,365 @@
+"""The payment service: create, capture and refund, each a resumable sequence of steps.
+
+Every step that changes a payment writes, in **one transaction**, the new
+state, the event that explains it, and the ledger postings that account for
+it. The PSP call happens *between* transactions, never inside one, so no
+database lock is held while the network is slow.
+
+A create runs in recovery points, like Brandur's atomic phases:
+
+1. ``payment_created``: the row (unique per merchant and idempotency key)
+   and its ``PaymentCreated`` event exist.
+2. ``psp_called``: the PSP answered.
+3. ``recorded``: the outcome, its events and its postings are committed.
+
+If the process dies anywhere, the client's retry finds the same payment row
+(same merchant, same key) and continues from its status. The PSP call uses
+a key derived from the payment id, so a repeated call is a replay at the
+PSP. That is why a crash at any point still gives exactly one charge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+import stripe
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from payment_systems.core import payment_state as ps
+from payment_systems.core.ledger import Ledger, transfer
+from payment_systems.database.ledger_store import SqlJournalStore
+from payment_systems.database.models import Payment, PaymentEvent
+from payment_systems.database.session import unit_of_work
+from payment_systems.errors import PaymentSystemsError
+from payment_systems.integrations.stripe_client import (
+    PSPClient,
+    PSPDeclined,
+    PSPOutcomeUnknown,
+)
+from payment_systems.money import Money
+
+
+class PaymentNotFound(PaymentSystemsError):
+    code = "payment_not_found"
+    http_status = 404
+
+
+class PaymentBusy(PaymentSystemsError):
+    """Another request changed this payment at the same moment; retry."""
+
+    code = "payment_busy"
+    http_status = 409
+
+
+class RefundTooLarge(PaymentSystemsError):
+    code = "refund_exceeds_captured"
+    http_status = 400
+
+
+@dataclass(frozen=True, slots=True)
+class CreatePayment:
+    """The command to take a payment (amounts in minor units)."""
+
+    amount: Money
+    payment_method: str
+    capture_method: str = "automatic"
+    description: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def _no_crash(point: str) -> None:
+    """Production: nothing. Chaos and crash tests inject a hook that kills the process."""
+
+
+def new_payment_id() -> str:
+    return "pay_" + secrets.token_hex(12)
+
+
+class PaymentService:
+    """Orchestrates the database, the ledger and the PSP for payments."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        psp: PSPClient,
+        *,
+        new_id: Callable[[], str] = new_payment_id,
+        crash_point: Callable[[str], None] = _no_crash,
+    ) -> None:
+        self.sessions = sessions
+        self.psp = psp
+        self.new_id = new_id
+        self.crash_point = crash_point
+
+    # -- commands -------------------------------------------------------------------
+
+    def create(self, merchant_id: str, idempotency_key: str, command: CreatePayment) -> Payment:
+        """Take a payment; resumes the same payment if this key was seen before."""
+        payment = self._get_or_create(merchant_id, idempotency_key, command)
+        self.crash_point("payment_created")
+        if payment.status not in ("processing",):
+            return payment
+        try:
+            intent = self.psp.authorize(
+                merchant_id=merchant_id,
+                payment_id=payment.id,
+                amount=command.amount,
+                payment_method=command.payment_method,
+                capture=command.capture_method == "automatic",
+                metadata=dict(command.metadata),
+            )
+        except PSPDeclined as exc:
+            data = {
+                "code": "card_declined",
+                "decline_code": exc.decline_code,
+                "psp_intent_id": exc.intent_id,
+            }
+            return self._record(payment.id, [(ps.FAILED, data)])
+        except PSPOutcomeUnknown as exc:
+            return self._record(payment.id, [(ps.UNKNOWN, {"operation": exc.operation})])
+        self.crash_point("psp_called")
+        recorded = self._record(payment.id, self._events_from_intent(intent))
+        self.crash_point("recorded")
+        return recorded
+
+    def capture(self, merchant_id: str, payment_id: str, amount: Money | None = None) -> Payment:
+        """Capture an authorized payment, fully or partly (the rest is released)."""
+        payment = self.get(merchant_id, payment_id)
+        if payment.status != "requires_capture":
+            raise ps.InvalidTransition(
+                f"payment {payment_id} is {payment.status}; only requires_capture can be captured",
+                status=payment.status,
+            )
+        try:
+            intent = self.psp.capture(
+                merchant_id=merchant_id,
+                payment_id=payment_id,
+                intent_id=str(payment.psp_intent_id),
+                amount=amount,
+            )
+        except PSPOutcomeUnknown as exc:
+            return self._record(payment_id, [(ps.UNKNOWN, {"operation": exc.operation})])
+        return self._record(payment_id, self._events_from_intent(intent))
+
+    def refund(
+        self, merchant_id: str, payment_id: str, refund_key: str, amount: Money | None = None
+    ) -> Payment:
+        """Refund part or all of what was captured; ``refund_key`` makes the PSP call idempotent."""
+        payment = self.get(merchant_id, payment_id)
+        remaining = payment.amount_captured - payment.amount_refunded
+        if payment.status not in ("succeeded", "partially_refunded"):
+            raise ps.InvalidTransition(
+                f"payment {payment_id} is {payment.status}; only captured payments can be refunded",
+                status=payment.status,
+            )
+        value = Money(remaining, payment.currency) if amount is None else amount
+        if value.currency != payment.currency or not 0 < value.amount_minor <= remaining:
+            raise RefundTooLarge(
+                f"refund of {value} is more than the {Money(remaining, payment.currency)} "
+                f"left to refund on {payment_id}",
+                payment_id=payment_id,
+            )
+        refund_id = (
+            "re_" + hashlib.sha256(f"{merchant_id}\x1f{refund_key}".encode()).hexdigest()[:20]
+        )
+        self.psp.refund(
+            merchant_id=merchant_id,
+            payment_id=payment_id,
+            refund_id=refund_id,
+            intent_id=str(payment.psp_intent_id),
+            amount=value,
+        )
+        return self._record(
+            payment_id, [(ps.REFUNDED, {"amount": value.amount_minor, "refund_id": refund_id})]
+        )
+
+    def resolve_unknown(self, merchant_id: str, payment_id: str) -> Payment:
+        """The janitor's step: ask the PSP what happened to an ``unknown`` payment, and record it."""
+        payment = self.get(merchant_id, payment_id)
+        if payment.status != "unknown":
+            return payment
+        intent = self.psp.resolve_unknown(merchant_id=merchant_id, payment_id=payment_id)
+        if intent is None:  # the PSP never saw it: re-drive with the same PSP key, safely
+            intent = self.psp.authorize(
+                merchant_id=merchant_id,
+                payment_id=payment_id,
+                amount=Money(payment.amount_minor, payment.currency),
+                payment_method=payment.payment_method,
+                capture=payment.capture_method == "automatic",
+            )
+        return self._record(payment_id, self._events_from_intent(intent))
+
+    def get(self, merchant_id: str, payment_id: str) -> Payment:
+        """A payment of this merchant; another merchant's payment is simply not found."""
+        with self.sessions() as session:
+            payment = session.scalar(
+                sa.select(Payment).where(
+                    Payment.id == payment_id, Payment.merchant_id == merchant_id
+                )
+            )
+        if payment is None:
+            raise PaymentNotFound(
+                f"no payment {payment_id!r} for this merchant", payment_id=payment_id
+            )
+        return payment
+
+    def events(self, payment_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """The payment's events in order (the audit trail)."""
+        with self.sessions() as session:
+            rows = session.scalars(
+                sa.select(PaymentEvent)
+                .where(PaymentEvent.payment_id == payment_id)
+                .order_by(PaymentEvent.version)
+            )
+            return [(row.type, dict(row.data)) for row in rows]
+
+    # -- steps ----------------------------------------------------------------------
+
+    def _get_or_create(self, merchant_id: str, key: str, command: CreatePayment) -> Payment:
+        with unit_of_work(self.sessions) as session:
+            existing = session.scalar(
+                sa.select(Payment).where(
+                    Payment.merchant_id == merchant_id, Payment.idempotency_key == key
+                )
+            )
+            if existing is not None:
+                return existing
+            payment = Payment(
+                id=self.new_id(),
+                merchant_id=merchant_id,
+                idempotency_key=key,
+                amount_minor=command.amount.amount_minor,
+                currency=command.amount.currency,
+                status="new",
+                capture_method=command.capture_method,
+                payment_method=command.payment_method,
+                description=command.description,
+                metadata_=dict(command.metadata),
+            )
+            session.add(payment)
+            session.flush()
+            data = {
+                "amount": command.amount.amount_minor,
+                "currency": command.amount.currency,
+                "capture_method": command.capture_method,
+            }
+            self._apply(session, payment, [(ps.CREATED, data)])
+            return payment
+
+    def _events_from_intent(self, intent: stripe.PaymentIntent) -> list[tuple[str, dict[str, Any]]]:
+        charge = intent.latest_charge if isinstance(intent.latest_charge, stripe.Charge) else None
+        txn = charge.balance_transaction if charge is not None else None
+        fee = txn.fee if isinstance(txn, stripe.BalanceTransaction) else None
+        base = {"psp_intent_id": intent.id}
+        if intent.status == "succeeded":
+            return [(ps.CAPTURED, {**base, "amount": intent.amount_received, "fee": fee})]
+        if intent.status == "requires_capture":
+            return [(ps.AUTHORIZED, {**base, "amount_capturable": intent.amount_capturable})]
+        if intent.status == "canceled":
+            return [(ps.CANCELED, base)]
+        error = intent.last_payment_error
+        code = getattr(error, "code", None) or intent.status
+        return [
+            (
+                ps.FAILED,
+                {**base, "code": code, "decline_code": getattr(error, "decline_code", None)},
+            )
+        ]
+
+    def _record(self, payment_id: str, events: list[tuple[str, dict[str, Any]]]) -> Payment:
+        try:
+            with unit_of_work(self.sessions) as session:
+                payment = session.get_one(Payment, payment_id)
+                self._apply(session, payment, events)
+                return payment
+        except IntegrityError as exc:  # a concurrent writer took the same event version
+            raise PaymentBusy(f"payment {payment_id} changed concurrently; retry") from exc
+
+    def _apply(
+        self, session: Session, payment: Payment, events: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """State, events and ledger postings for ``events``, in the caller's transaction."""
+        state = ps.PaymentState(
+            status=payment.status,
+            amount=payment.amount_minor,
+            currency=payment.currency,
+            capture_method=payment.capture_method,
+            amount_captured=payment.amount_captured,
+            amount_refunded=payment.amount_refunded,
+            amount_capturable=payment.amount_minor if payment.status == "requires_capture" else 0,
+            psp_intent_id=payment.psp_intent_id,
+            failure_code=payment.failure_code,
+            version=payment.version,
+        )
+        ledger = Ledger(SqlJournalStore(session))
+        for event_type, data in events:
+            before = state
+            state = ps.apply(state, event_type, data)
+            session.add(
+                PaymentEvent(
+                    payment_id=payment.id,
+                    version=state.version,
+                    type=event_type,
+                    data=data,
+                    actor="api",
+                )
+            )
+            self._post(ledger, payment, before, state, event_type, data)
+        payment.status = state.status
+        payment.amount_captured = state.amount_captured
+        payment.amount_refunded = state.amount_refunded
+        payment.psp_intent_id = state.psp_intent_id
+        payment.failure_code = state.failure_code
+        payment.version = state.version
+        session.flush()
+
+    @staticmethod
+    def _post(
+        ledger: Ledger,
+        payment: Payment,
+        before: ps.PaymentState,
+        after: ps.PaymentState,
+        event_type: str,
+        data: Mapping[str, Any],
+    ) -> None:
+        pid, currency = payment.id, payment.currency
+        if event_type == ps.AUTHORIZED:
+            ledger.hold(
+                f"{pid}:auth", "psp_receivable", "merchant_payable",
+                Money(after.amount_capturable, currency), "authorization", pid,
+            )  # fmt: skip
+        elif event_type == ps.CAPTURED:
+            captured = Money(after.amount_captured, currency)
+            if before.status == "requires_capture":
+                ledger.post_hold(f"{pid}:capture", f"{pid}:auth", captured)
+            else:
+                ledger.post(
+                    f"{pid}:capture",
+                    transfer("psp_receivable", "merchant_payable", captured),
+                    "capture",
+                    pid,
+                )
+            fee = data.get("fee")
+            if fee:
+                ledger.post(
+                    f"{pid}:fee",
+                    transfer("psp_fees", "psp_receivable", Money(int(fee), currency)),
+                    "PSP fee",
+                    pid,
+                )
+        elif event_type == ps.CANCELED and before.status == "requires_capture":
+            ledger.void_hold(f"{pid}:void", f"{pid}:auth")
+        elif event_type == ps.REFUNDED:
+            amount = Money(int(data["amount"]), currency)
+            ledger.post(
+                f"{pid}:refund:{data['refund_id']}",
+                transfer("merchant_payable", "psp_receivable", amount),
+                "refund",
+                pid,
+            )

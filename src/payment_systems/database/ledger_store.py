@@ -1,0 +1,106 @@
+"""The ledger's journals in SQL: `payment_systems.core.ledger.JournalStore` over a session.
+
+Writes go through the caller's session, so a payment's ledger postings commit
+in the same transaction as its state change and its events. Accounts are
+created on first use, one per (code, currency).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from payment_systems.core.ledger import CHART, Direction, Journal, JournalKind, Leg
+from payment_systems.database.models import LedgerAccount, LedgerEntry, LedgerJournal
+from payment_systems.money import Money
+
+
+class SqlJournalStore:
+    """Journals and entries in ``ledger_journals`` / ``ledger_entries``."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._accounts: dict[tuple[str, str], int] = {}
+
+    def _account_id(self, code: str, currency: str) -> int:
+        cached = self._accounts.get((code, currency))
+        if cached is not None:
+            return cached
+        account = self.session.scalar(
+            sa.select(LedgerAccount).where(
+                LedgerAccount.code == code, LedgerAccount.currency == currency
+            )
+        )
+        if account is None:
+            account = LedgerAccount(code=code, currency=currency, kind=CHART[code].value)
+            self.session.add(account)
+            self.session.flush()
+        self._accounts[(code, currency)] = account.id
+        return account.id
+
+    def append(self, journal: Journal) -> None:
+        self.session.add(
+            LedgerJournal(
+                id=journal.id,
+                kind=journal.kind.value,
+                resolves=journal.resolves,
+                payment_id=journal.payment_id,
+                description=journal.description,
+            )
+        )
+        self.session.flush()  # the unique `resolves` is checked here, before the legs
+        for leg in journal.legs:
+            self.session.add(
+                LedgerEntry(
+                    journal_id=journal.id,
+                    account_id=self._account_id(leg.account, leg.amount.currency),
+                    direction=leg.direction.value,
+                    amount_minor=leg.amount.amount_minor,
+                    currency=leg.amount.currency,
+                )
+            )
+        self.session.flush()
+
+    def _load(self, row: LedgerJournal) -> Journal:
+        entries = self.session.execute(
+            sa.select(LedgerEntry, LedgerAccount.code)
+            .join(LedgerAccount, LedgerEntry.account_id == LedgerAccount.id)
+            .where(LedgerEntry.journal_id == row.id)
+            .order_by(LedgerEntry.id)
+        ).all()
+        legs = tuple(
+            Leg(code, Direction(entry.direction), Money(entry.amount_minor, entry.currency))
+            for entry, code in entries
+        )
+        return Journal(
+            row.id, JournalKind(row.kind), legs, row.description, row.payment_id, row.resolves
+        )
+
+    def get(self, journal_id: str) -> Journal | None:
+        row = self.session.get(LedgerJournal, journal_id)
+        return None if row is None else self._load(row)
+
+    def resolution_of(self, hold_id: str) -> Journal | None:
+        row = self.session.scalar(sa.select(LedgerJournal).where(LedgerJournal.resolves == hold_id))
+        return None if row is None else self._load(row)
+
+    def __iter__(self) -> Iterator[Journal]:
+        rows = self.session.scalars(sa.select(LedgerJournal).order_by(LedgerJournal.created_at))
+        return iter([self._load(row) for row in rows])
+
+
+def account_balances(session: Session) -> dict[tuple[str, str], int]:
+    """Posted debits minus credits per (account, currency), computed in one SQL query."""
+    sign = sa.case((LedgerEntry.direction == "debit", 1), else_=-1)
+    rows = session.execute(
+        sa.select(
+            LedgerAccount.code, LedgerEntry.currency, sa.func.sum(sign * LedgerEntry.amount_minor)
+        )
+        .join(LedgerAccount, LedgerEntry.account_id == LedgerAccount.id)
+        .join(LedgerJournal, LedgerEntry.journal_id == LedgerJournal.id)
+        .where(LedgerJournal.kind.in_(["posted", "post"]))
+        .group_by(LedgerAccount.code, LedgerEntry.currency)
+    ).all()
+    return {(code, currency): int(total) for code, currency, total in rows}
