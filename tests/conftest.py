@@ -7,18 +7,24 @@ server is started once per test session and stopped at the end of it.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 import sqlalchemy as sa
 import stripe
 from sqlalchemy.engine import Engine
 
+from payment_systems.api.runtime import Runtime
+from payment_systems.config import Settings
 from payment_systems.infra import EmbeddedPostgres, EmbeddedRedis, create_engine
+from payment_systems.infra.http import BackgroundServer
 from payment_systems.integrations.psp_sandbox import SandboxServer, create_app
 from payment_systems.integrations.psp_sandbox.delivery import RetryPolicy
 
@@ -110,3 +116,57 @@ def stripe_client(psp_sandbox: SandboxServer, psp_key: str) -> stripe.StripeClie
     return stripe.StripeClient(
         psp_key, base_addresses={"api": psp_sandbox.url}, max_network_retries=0
     )
+
+
+# -- the Payments API ------------------------------------------------------------
+
+
+@dataclass
+class ApiUnderTest:
+    """A running API with two merchants, over real HTTP."""
+
+    url: str
+    key_a: str
+    key_b: str
+    runtime: Runtime
+    psp_key: str
+
+    def post(self, path: str, body: object, *, key: str | None = "k1", api_key: str | None = None,
+             raw: bytes | None = None) -> httpx.Response:  # fmt: skip
+        headers = {"Authorization": f"Bearer {api_key or self.key_a}"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        content = raw if raw is not None else json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+        return httpx.post(f"{self.url}{path}", content=content, headers=headers, timeout=30)
+
+    def get(self, path: str, api_key: str | None = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {api_key or self.key_a}"}
+        return httpx.get(f"{self.url}{path}", headers=headers, timeout=30)
+
+
+@pytest.fixture
+def api(
+    any_engine: Engine, redis_client: redis.Redis, psp_sandbox: SandboxServer, psp_key: str
+) -> Iterator[ApiUnderTest]:
+    """The Payments API on a fresh database (SQLite and Postgres), real Redis, the sandbox."""
+    from payment_systems.api.app import create_app
+    from payment_systems.api.runtime import build_runtime
+    from payment_systems.core.merchants import create_merchant
+    from payment_systems.database.migrate import upgrade
+    from payment_systems.database.session import session_factory, unit_of_work
+    from payment_systems.integrations.stripe_client import PSPClient, RetryPolicy
+    from payment_systems.patterns.circuit_breaker import CircuitBreaker
+
+    upgrade(any_engine)
+    with unit_of_work(session_factory(any_engine)) as session:
+        _a, key_a = create_merchant(session, "Merchant A")
+        _b, key_b = create_merchant(session, "Merchant B")
+    psp = PSPClient(
+        psp_key, psp_sandbox.url, retry=RetryPolicy(max_attempts=3, base_s=0.02, cap_s=0.05),
+        breaker=CircuitBreaker(f"api-{uuid.uuid4()}"),
+    )  # fmt: skip
+    settings = Settings(database_url=any_engine.url.render_as_string(hide_password=False))
+    runtime = build_runtime(settings, psp=psp, redis_client=redis_client)
+    with BackgroundServer(create_app(runtime)) as server:
+        yield ApiUnderTest(server.url, key_a, key_b, runtime, psp_key)

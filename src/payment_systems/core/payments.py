@@ -149,8 +149,12 @@ class PaymentService:
 
     def refund(
         self, merchant_id: str, payment_id: str, refund_key: str, amount: Money | None = None
-    ) -> Payment:
-        """Refund part or all of what was captured; ``refund_key`` makes the PSP call idempotent."""
+    ) -> tuple[Payment, str, Money]:
+        """Refund part or all of what was captured: returns (payment, refund id, amount).
+
+        ``refund_key`` (the request's idempotency key) names the refund, so the
+        PSP call for it is idempotent too.
+        """
         payment = self.get(merchant_id, payment_id)
         remaining = payment.amount_captured - payment.amount_refunded
         if payment.status not in ("succeeded", "partially_refunded"):
@@ -175,12 +179,11 @@ class PaymentService:
             intent_id=str(payment.psp_intent_id),
             amount=value,
         )
-        return self._record(
-            payment_id, [(ps.REFUNDED, {"amount": value.amount_minor, "refund_id": refund_id})]
-        )
+        data = {"amount": value.amount_minor, "refund_id": refund_id}
+        return self._record(payment_id, [(ps.REFUNDED, data)]), refund_id, value
 
     def resolve_unknown(self, merchant_id: str, payment_id: str) -> Payment:
-        """The janitor's step: ask the PSP what happened to an ``unknown`` payment, and record it."""
+        """The janitor's step: ask the PSP what became of an ``unknown`` payment; record it."""
         payment = self.get(merchant_id, payment_id)
         if payment.status != "unknown":
             return payment

@@ -1,0 +1,1 @@
+"""The Payments API: FastAPI routes, merchant auth, idempotency, problem+json errors."""

@@ -1,0 +1,237 @@
+"""The Payments API (FastAPI). Every POST is idempotent, per the IETF draft.
+
+| Case | Answer | Stored for replay? |
+|---|---|---|
+| no ``Idempotency-Key``, or longer than 255 | 400 ``invalid_idempotency_key`` | no |
+| same key, different body | 422 ``idempotency_key_reused`` | no |
+| same key, first request still running | 409 ``request_in_progress`` + ``Retry-After`` | no |
+| same key after completion | the stored status and body, byte for byte (1) | is the replay |
+| Redis down | 503 ``idempotency_unavailable`` + ``Retry-After`` (2) | no |
+| invalid body, unknown currency, bad state | 4xx problem | no |
+| success (201/200) | the payment | yes, 24 h |
+
+1. with the header ``Idempotent-Replayed: true``.
+2. never process without the lock: fail closed, and let the client retry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response
+
+from payment_systems import __version__
+from payment_systems.api.problems import from_error, problem
+from payment_systems.api.runtime import Runtime, build_runtime
+from payment_systems.api.schemas import (
+    CaptureBody,
+    CreatePaymentBody,
+    RefundBody,
+    encode,
+    payment_view,
+)
+from payment_systems.core.idempotency import (
+    Outcome,
+    StoredResponse,
+    fingerprint,
+    validate_key,
+)
+from payment_systems.core.payments import CreatePayment
+from payment_systems.currencies import minor_units
+from payment_systems.errors import PaymentSystemsError
+from payment_systems.money import Money
+
+log = logging.getLogger(__name__)
+Handler = Callable[[], tuple[int, dict[str, Any]]]
+
+
+class RequestInvalid(PaymentSystemsError):
+    code = "invalid_request"
+    http_status = 400
+
+
+class Unauthenticated(PaymentSystemsError):
+    code = "unauthenticated"
+    http_status = 401
+
+
+class BodyTooLarge(PaymentSystemsError):
+    code = "body_too_large"
+    http_status = 413
+
+
+def _parse(model: type[BaseModel], body: bytes) -> Any:
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError as exc:
+        raise RequestInvalid(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RequestInvalid("the body must be a JSON object")
+    amount = data.get("amount")
+    if isinstance(amount, float):
+        raise RequestInvalid(
+            f"amount must be an integer number of minor units (cents), not {amount!r}: "
+            "send 1050 for $10.50",
+            param="amount",
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise RequestInvalid(f"{where}: {first['msg']}", param=where) from None
+
+
+def create_app(runtime: Runtime | None = None) -> FastAPI:
+    """The ASGI app; without ``runtime`` it builds one from the environment at start-up."""
+    app = FastAPI(title="payment-systems Payments API", version=__version__)
+    state: dict[str, Runtime] = {}
+
+    def rt() -> Runtime:
+        if "rt" not in state:
+            state["rt"] = runtime or build_runtime()
+        return state["rt"]
+
+    @app.exception_handler(PaymentSystemsError)
+    async def typed_error(_: Request, exc: PaymentSystemsError) -> Response:
+        headers = {"Retry-After": "1"} if exc.http_status == 503 else None
+        return from_error(exc, headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        return problem(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+    async def read_body(request: Request) -> bytes:
+        limit = rt().max_body_bytes
+        if int(request.headers.get("content-length") or 0) > limit:
+            raise BodyTooLarge(f"the body is larger than {limit} bytes")
+        body = await request.body()
+        if len(body) > limit:
+            raise BodyTooLarge(f"the body is larger than {limit} bytes")
+        return body
+
+    def merchant(request: Request) -> str:
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        merchant_id = rt().merchant_for(key) if scheme.lower() == "bearer" and key else None
+        if merchant_id is None:
+            raise Unauthenticated(
+                "send your API key as 'Authorization: Bearer sk_test_…' "
+                "(create one with `payment-systems merchants create NAME`)"
+            )
+        return merchant_id
+
+    def idempotent(request: Request, merchant_id: str, body: bytes, handler: Handler) -> Response:
+        key = validate_key(request.headers.get("idempotency-key"))
+        backend = rt().idempotency
+        begun = backend.begin(merchant_id, key, fingerprint(request.method, request.url.path, body))
+        if begun.outcome is Outcome.REPLAY:
+            assert begun.response is not None
+            stored = begun.response
+            return Response(
+                stored.body,
+                status_code=stored.status,
+                media_type=stored.content_type,
+                headers={"Idempotent-Replayed": "true"},
+            )
+        if begun.outcome is Outcome.MISMATCH:
+            return problem(
+                422, "idempotency_key_reused",
+                "this Idempotency-Key was already used with a different request body; "
+                "use a new key for a new request",
+            )  # fmt: skip
+        if begun.outcome is Outcome.IN_PROGRESS:
+            return problem(
+                409, "request_in_progress",
+                "a request with this Idempotency-Key is still being processed; retry shortly",
+                headers={"Retry-After": "1"},
+            )  # fmt: skip
+        try:
+            status, payload = handler()
+        except BaseException:
+            backend.release(merchant_id, key, begun.token)  # nothing stored: a retry is safe
+            raise
+        body_bytes = encode(payload)
+        backend.complete(merchant_id, key, begun.token, StoredResponse(status, body_bytes))
+        return Response(body_bytes, status_code=status, media_type="application/json")
+
+    @app.post("/v1/payments", status_code=201)
+    async def create_payment(request: Request) -> Response:
+        body = await read_body(request)
+        merchant_id = await run_in_threadpool(merchant, request)
+        parsed: CreatePaymentBody = _parse(CreatePaymentBody, body)
+        minor_units(parsed.currency)  # UnknownCurrency -> 400 before anything is locked
+        command = CreatePayment(
+            Money(parsed.amount, parsed.currency),
+            parsed.payment_method,
+            parsed.capture_method,
+            parsed.description,
+            parsed.metadata,
+        )
+        key = request.headers.get("idempotency-key") or ""
+
+        def handler() -> tuple[int, dict[str, Any]]:
+            payment = rt().service.create(merchant_id, key, command)
+            return 201, payment_view(payment)
+
+        return await run_in_threadpool(idempotent, request, merchant_id, body, handler)
+
+    @app.get("/v1/payments/{payment_id}")
+    async def get_payment(payment_id: str, request: Request) -> Response:
+        merchant_id = await run_in_threadpool(merchant, request)
+        payment = await run_in_threadpool(rt().service.get, merchant_id, payment_id)
+        return Response(encode(payment_view(payment)), media_type="application/json")
+
+    @app.post("/v1/payments/{payment_id}/capture")
+    async def capture_payment(payment_id: str, request: Request) -> Response:
+        body = await read_body(request)
+        merchant_id = await run_in_threadpool(merchant, request)
+        parsed: CaptureBody = _parse(CaptureBody, body)
+
+        def handler() -> tuple[int, dict[str, Any]]:
+            current = rt().service.get(merchant_id, payment_id)
+            amount = None if parsed.amount is None else Money(parsed.amount, current.currency)
+            return 200, payment_view(rt().service.capture(merchant_id, payment_id, amount))
+
+        return await run_in_threadpool(idempotent, request, merchant_id, body, handler)
+
+    @app.post("/v1/refunds")
+    async def refund(request: Request) -> Response:
+        body = await read_body(request)
+        merchant_id = await run_in_threadpool(merchant, request)
+        parsed: RefundBody = _parse(RefundBody, body)
+        key = request.headers.get("idempotency-key") or ""
+
+        def handler() -> tuple[int, dict[str, Any]]:
+            current = rt().service.get(merchant_id, parsed.payment)
+            amount = None if parsed.amount is None else Money(parsed.amount, current.currency)
+            payment, refund_id, value = rt().service.refund(
+                merchant_id, parsed.payment, key, amount
+            )
+            return 201, {
+                "id": refund_id,
+                "object": "refund",
+                "amount": value.amount_minor,
+                "currency": value.currency.lower(),
+                "status": "succeeded",
+                "payment": payment_view(payment),
+            }
+
+        return await run_in_threadpool(idempotent, request, merchant_id, body, handler)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        checks = {"database": "ok", "redis": "ok"}
+        try:
+            await run_in_threadpool(rt().redis.ping)
+        except Exception:
+            checks["redis"] = "down: payment creation answers 503, reads still work"
+        return JSONResponse({"status": "ok", "version": __version__, **checks})
+
+    return app

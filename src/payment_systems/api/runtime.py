@@ -1,0 +1,78 @@
+"""Everything a worker needs, built once at start-up from the environment.
+
+Nothing is created at import time: `build_runtime` is called by the app
+factory, so tests can build a runtime on their own database, Redis and
+sandbox, and ``payment-systems serve`` builds one per worker process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from payment_systems.config import Settings
+from payment_systems.core.idempotency import IdempotencyBackend, RedisIdempotency
+from payment_systems.core.merchants import authenticate, hash_key
+from payment_systems.core.payments import PaymentService
+from payment_systems.database.migrate import upgrade
+from payment_systems.database.session import session_factory
+from payment_systems.infra.engines import create_engine
+from payment_systems.infra.redis import connect_redis
+from payment_systems.integrations.stripe_client import PSPClient
+from payment_systems.patterns.circuit_breaker import CircuitBreaker, RedisBreakerStore
+
+MAX_BODY_BYTES = 16 * 1024
+
+
+@dataclass
+class Runtime:
+    """The resources behind one API process."""
+
+    sessions: sessionmaker[Session]
+    redis: redis.Redis
+    idempotency: IdempotencyBackend
+    service: PaymentService
+    max_body_bytes: int = MAX_BODY_BYTES
+    _merchants: dict[str, str] = field(default_factory=dict)
+
+    def merchant_for(self, api_key: str) -> str | None:
+        """The merchant id owning ``api_key`` (cached: keys are immutable once issued)."""
+        digest = hash_key(api_key)
+        cached = self._merchants.get(digest)
+        if cached is not None:
+            return cached
+        with self.sessions() as session:
+            merchant = authenticate(session, api_key)
+        if merchant is None:
+            return None
+        self._merchants[digest] = merchant.id
+        return merchant.id
+
+
+def build_runtime(
+    settings: Settings | None = None,
+    *,
+    psp: PSPClient | None = None,
+    redis_client: redis.Redis | None = None,
+    idempotency: IdempotencyBackend | None = None,
+    migrate: bool = False,
+) -> Runtime:
+    """Connect to the configured (or embedded) services; ``migrate`` applies migrations first."""
+    settings = settings or Settings.from_env()
+    engine = create_engine(settings.database_url)
+    if migrate:
+        upgrade(engine)
+    sessions = session_factory(engine)
+    client = redis_client or connect_redis(settings.redis_url)
+    if psp is None:
+        # One breaker for the whole fleet: every worker sees the same PSP health.
+        breaker = CircuitBreaker("psp", store=RedisBreakerStore(client))
+        psp = PSPClient.from_env(breaker=breaker)
+    return Runtime(
+        sessions=sessions,
+        redis=client,
+        idempotency=idempotency or RedisIdempotency(client),
+        service=PaymentService(sessions, psp),
+    )
