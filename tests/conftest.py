@@ -11,6 +11,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,11 +146,10 @@ class ApiUnderTest:
         return httpx.get(f"{self.url}{path}", headers=headers, timeout=30)
 
 
-@pytest.fixture
-def api(
-    any_engine: Engine, redis_client: redis.Redis, psp_sandbox: SandboxServer, psp_key: str
+@contextmanager
+def _api_on(
+    engine: Engine, redis_client: redis.Redis, psp_sandbox: SandboxServer, psp_key: str
 ) -> Iterator[ApiUnderTest]:
-    """The Payments API on a fresh database (SQLite and Postgres), real Redis, the sandbox."""
     from payment_systems.api.app import create_app
     from payment_systems.api.runtime import build_runtime
     from payment_systems.core.merchants import create_merchant
@@ -158,15 +158,33 @@ def api(
     from payment_systems.integrations.stripe_client import PSPClient, RetryPolicy
     from payment_systems.patterns.circuit_breaker import CircuitBreaker
 
-    upgrade(any_engine)
-    with unit_of_work(session_factory(any_engine)) as session:
+    upgrade(engine)
+    with unit_of_work(session_factory(engine)) as session:
         _a, key_a = create_merchant(session, "Merchant A")
         _b, key_b = create_merchant(session, "Merchant B")
     psp = PSPClient(
         psp_key, psp_sandbox.url, retry=RetryPolicy(max_attempts=3, base_s=0.02, cap_s=0.05),
         breaker=CircuitBreaker(f"api-{uuid.uuid4()}"),
     )  # fmt: skip
-    settings = Settings(database_url=any_engine.url.render_as_string(hide_password=False))
+    settings = Settings(database_url=engine.url.render_as_string(hide_password=False))
     runtime = build_runtime(settings, psp=psp, redis_client=redis_client)
     with BackgroundServer(create_app(runtime)) as server:
         yield ApiUnderTest(server.url, key_a, key_b, runtime, psp_key)
+
+
+@pytest.fixture
+def api(
+    any_engine: Engine, redis_client: redis.Redis, psp_sandbox: SandboxServer, psp_key: str
+) -> Iterator[ApiUnderTest]:
+    """The Payments API on a fresh database (SQLite and Postgres), real Redis, the sandbox."""
+    with _api_on(any_engine, redis_client, psp_sandbox, psp_key) as running:
+        yield running
+
+
+@pytest.fixture
+def pg_api(
+    pg_engine: Engine, redis_client: redis.Redis, psp_sandbox: SandboxServer, psp_key: str
+) -> Iterator[ApiUnderTest]:
+    """The Payments API on a fresh PostgreSQL database."""
+    with _api_on(pg_engine, redis_client, psp_sandbox, psp_key) as running:
+        yield running

@@ -110,6 +110,23 @@ def sandbox_command(
     uvicorn.run(create_app(db), host=host, port=port, log_level="warning")
 
 
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Run the Payments API.
+
+    Reads DATABASE_URL, REDIS_URL, PSP_API_BASE and PSP_API_KEY. With none set it
+    runs on embedded defaults: a SQLite file, an embedded Redis, and the PSP sandbox
+    started on 127.0.0.1:12111 if nothing answers there.
+    """
+    from payment_systems.api.serve import serve
+
+    serve(host, port, workers)
+
+
 db_app = typer.Typer(help="Database schema management (Alembic migrations).", no_args_is_help=True)
 merchants_app = typer.Typer(help="Create and list merchants.", no_args_is_help=True)
 app.add_typer(db_app, name="db")

@@ -20,6 +20,8 @@ class Settings:
 
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
+    lock_ttl_s: float = 30.0
+    crash_at: str | None = None  # chaos only: a recovery point at which the worker kills itself
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -27,10 +29,12 @@ class Settings:
 
         Examples:
             >>> Settings.from_env({"REDIS_URL": "redis://localhost:6379/0"})
-            Settings(database_url='sqlite:///payment_systems.db', redis_url='redis://localhost:6379/0')
+            Settings(database_url='sqlite:///payment_systems.db', redis_url='redis://localhost:6379/0', lock_ttl_s=30.0, crash_at=None)
         """
         env = os.environ if environ is None else environ
         return cls(
             database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
             redis_url=env.get("REDIS_URL") or None,
+            lock_ttl_s=float(env.get("IDEMPOTENCY_LOCK_TTL_S") or 30.0),
+            crash_at=env.get("PAYMENT_SYSTEMS_CRASH_AT") or None,
         )

@@ -7,6 +7,9 @@ sandbox, and ``payment-systems serve`` builds one per worker process.
 
 from __future__ import annotations
 
+import os
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -70,9 +73,28 @@ def build_runtime(
         # One breaker for the whole fleet: every worker sees the same PSP health.
         breaker = CircuitBreaker("psp", store=RedisBreakerStore(client))
         psp = PSPClient.from_env(breaker=breaker)
+    crash = _crash_at(settings.crash_at) if settings.crash_at else None
+    service = (
+        PaymentService(sessions, psp, crash_point=crash) if crash else PaymentService(sessions, psp)
+    )
     return Runtime(
         sessions=sessions,
         redis=client,
-        idempotency=idempotency or RedisIdempotency(client),
-        service=PaymentService(sessions, psp),
+        idempotency=idempotency or RedisIdempotency(client, lock_ttl_s=settings.lock_ttl_s),
+        service=service,
     )
+
+
+def _crash_at(target: str) -> Callable[[str], None]:
+    """Chaos hook: SIGKILL this worker when it reaches recovery point ``target``.
+
+    Set with ``PAYMENT_SYSTEMS_CRASH_AT=psp_called`` (or ``payment_created``,
+    ``recorded``). The crash tests use it to prove that a retry after a crash
+    at any point still charges exactly once.
+    """
+
+    def crash_point(point: str) -> None:
+        if point == target:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return crash_point

@@ -8,6 +8,7 @@ client meant by an amount will one day guess wrong.
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
@@ -64,7 +65,7 @@ def payment_view(payment: Payment) -> dict[str, Any]:
         "amount_refunded": payment.amount_refunded,
         "failure_code": payment.failure_code,
         "psp_payment_intent": payment.psp_intent_id,
-        "created": int(payment.created_at.timestamp()),
+        "created": int(payment.created_at.replace(tzinfo=UTC).timestamp()),
     }
 
 
