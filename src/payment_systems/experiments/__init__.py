@@ -1,0 +1,1 @@
+"""The study plan's "modifications to try", as reproducible experiments."""
