@@ -25,7 +25,7 @@ for path in sorted(SRC.rglob("*.py")):
         doc_path = Path(*parts, "index.md")
     else:
         doc_path = module_path.with_suffix(".md")
-    if any(part.startswith("_") for part in parts):
+    if any(part.startswith("_") or part == "migrations" for part in parts):
         continue
     full_doc_path = Path("reference", doc_path)
     nav[parts] = doc_path.as_posix()

@@ -16,9 +16,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_render
 
 MARKER = re.compile(r"^<!-- bench: ([a-z0-9_]+) -->$", re.MULTILINE)
+EXPLAIN = re.compile(r"^<!-- explain: idempotency_lookup -->$", re.MULTILINE)
+
+
+def _explain_block() -> str:
+    """EXPLAIN the idempotency lookup on a real, freshly migrated PostgreSQL."""
+    from payment_systems.database.explain import LOOKUP, explain_idempotency_lookup
+    from payment_systems.database.migrate import upgrade
+    from payment_systems.infra import EmbeddedPostgres, create_engine
+
+    with EmbeddedPostgres() as server:
+        engine = create_engine(server.create_database("explain"))
+        upgrade(engine)
+        plan = explain_idempotency_lookup(engine)
+        engine.dispose()
+    return "```text\n" + f"EXPLAIN {LOOKUP};\n" + "\n".join(plan) + "\n```"
 
 
 def on_page_markdown(markdown: str, **_: Any) -> str:
+    if EXPLAIN.search(markdown):
+        markdown = EXPLAIN.sub(lambda _m: _explain_block(), markdown)
+
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
         result = bench_render.load(name)

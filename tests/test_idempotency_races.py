@@ -117,7 +117,7 @@ def test_a_dead_redis_fails_closed_with_503_and_reads_still_work(
     psp = PSPClient(api.psp_key, psp_sandbox.url)
     runtime = build_runtime(settings, psp=psp, redis_client=dead)
     with BackgroundServer(create_app(runtime)) as server:
-        status, body = _send(server.url, api.key_a, "while-redis-is-down")
+        status, _body = _send(server.url, api.key_a, "while-redis-is-down")
         response = httpx.post(
             f"{server.url}/v1/payments", content=BODY,
             headers={"Authorization": f"Bearer {api.key_a}", "Idempotency-Key": "x"},

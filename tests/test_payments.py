@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 
 import httpx
 import pytest
@@ -142,9 +141,16 @@ def test_a_psp_timeout_leaves_the_payment_unknown_until_the_janitor_resolves_it(
     service: PaymentService, merchant_id: str, psp_sandbox: SandboxServer, psp_key: str
 ) -> None:
     httpx.post(
-        f"{psp_sandbox.url}/_sandbox/faults", auth=(psp_key, ""),
-        json={"kind": "timeout", "phase": "after", "hold_s": 1.5, "methods": "POST", "duration_s": 1},
-    ).raise_for_status()  # fmt: skip
+        f"{psp_sandbox.url}/_sandbox/faults",
+        auth=(psp_key, ""),
+        json={
+            "kind": "timeout",
+            "phase": "after",
+            "hold_s": 1.5,
+            "methods": "POST",
+            "duration_s": 1,
+        },
+    ).raise_for_status()
     service.psp.retry = RetryPolicy(max_attempts=1)  # no retry to paper over the timeout
     payment = _pay(service, merchant_id)
     assert payment.status == "unknown"  # type: ignore[attr-defined]

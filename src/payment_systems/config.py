@@ -28,8 +28,9 @@ class Settings:
         """Read ``DATABASE_URL`` and ``REDIS_URL``; empty values count as unset.
 
         Examples:
-            >>> Settings.from_env({"REDIS_URL": "redis://localhost:6379/0"})
-            Settings(database_url='sqlite:///payment_systems.db', redis_url='redis://localhost:6379/0', lock_ttl_s=30.0, crash_at=None)
+            >>> settings = Settings.from_env({"REDIS_URL": "redis://localhost:6379/0"})
+            >>> settings.database_url, settings.redis_url, settings.lock_ttl_s
+            ('sqlite:///payment_systems.db', 'redis://localhost:6379/0', 30.0)
         """
         env = os.environ if environ is None else environ
         return cls(

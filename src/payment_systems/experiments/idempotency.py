@@ -121,9 +121,16 @@ def run_variant(
     psp_key = "sk_test_" + uuid.uuid4().hex
     for ms, fraction in ((FAST_MS, 1.0), (SLOW_MS, SLOW_FRACTION)):
         httpx.post(
-            f"{sandbox_url}/_sandbox/faults", auth=(psp_key, ""),
-            json={"kind": "latency", "ms": ms, "fraction": fraction, "methods": "POST", "duration_s": 600},
-        ).raise_for_status()  # fmt: skip
+            f"{sandbox_url}/_sandbox/faults",
+            auth=(psp_key, ""),
+            json={
+                "kind": "latency",
+                "ms": ms,
+                "fraction": fraction,
+                "methods": "POST",
+                "duration_s": 600,
+            },
+        ).raise_for_status()
     psp = stripe.StripeClient(psp_key, base_addresses={"api": sandbox_url}, max_network_retries=0)
     lock_ms: list[float] = []
     request_ms: list[float] = []
@@ -152,7 +159,7 @@ def run_variant(
                             "experiment", key, begun.token, StoredResponse(201, intent.id.encode())
                         )
                     outcome = begun.outcome
-                except Exception:  # noqa: BLE001 - counted, not hidden
+                except Exception:
                     outcome, locked = None, time.perf_counter()
                 done = time.perf_counter()
                 with lock:

@@ -1,0 +1,1 @@
+"""Business-impact calculators behind the site's ROI figures."""

@@ -1,0 +1,65 @@
+"""What each component is worth, computed from explicit inputs rather than asserted.
+
+Every figure the site quotes from the study plan is recomputed here, with
+its inputs named, so a reader can change an input and see the answer move.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from payment_systems.money import Money, Rounding
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateCost:
+    """The monthly cost of duplicate charges, and what preventing them returns."""
+
+    duplicates: int
+    refunded_value: Money
+    chargebacks: int
+    chargeback_fees: Money
+    total: Money
+    prevention_cost: Money
+
+    @property
+    def roi(self) -> Decimal:
+        """Monthly cost avoided per unit of monthly prevention cost (265x in the study plan)."""
+        return Decimal(self.total.amount_minor) / Decimal(self.prevention_cost.amount_minor)
+
+
+SEED_AVERAGE_TRANSACTION = Money(5000, "USD")
+SEED_CHARGEBACK_FEE = Money(1500, "USD")
+SEED_REDIS_COST = Money(20000, "USD")
+
+
+def duplicate_charge_cost(
+    transactions_per_month: int = 1_000_000,
+    average_transaction: Money = SEED_AVERAGE_TRANSACTION,
+    duplicate_rate: Decimal = Decimal("0.001"),
+    chargeback_share: Decimal = Decimal("0.20"),
+    chargeback_fee: Money = SEED_CHARGEBACK_FEE,
+    prevention_cost: Money = SEED_REDIS_COST,
+) -> DuplicateCost:
+    """The study plan's Day 1 calculation: 0.1% duplicates at 1M transactions a month.
+
+    Each duplicate is money taken twice and given back (the study plan counts
+    the whole amount as lost: refunds, support time and churn). A share of the
+    customers do not wait for the refund and file a chargeback, which costs a
+    fee on top. ``prevention_cost`` is the Redis that prevents it.
+
+    Examples:
+        >>> cost = duplicate_charge_cost()
+        >>> cost.duplicates, str(cost.refunded_value), cost.chargebacks, str(cost.total)
+        (1000, '50000.00 USD', 200, '53000.00 USD')
+        >>> cost.roi
+        Decimal('265')
+    """
+    duplicates = int(
+        (Decimal(transactions_per_month) * duplicate_rate).to_integral_value(Rounding.HALF_UP)
+    )
+    chargebacks = int((duplicates * chargeback_share).to_integral_value(Rounding.HALF_UP))
+    refunded = average_transaction.multiply(duplicates, rounding=Rounding.HALF_UP)
+    fees = chargeback_fee.multiply(chargebacks, rounding=Rounding.HALF_UP)
+    return DuplicateCost(duplicates, refunded, chargebacks, fees, refunded + fees, prevention_cost)
