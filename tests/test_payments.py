@@ -156,3 +156,25 @@ def test_a_psp_timeout_leaves_the_payment_unknown_until_the_janitor_resolves_it(
     assert payment.status == "unknown"  # type: ignore[attr-defined]
     resolved = service.resolve_unknown(merchant_id, payment.id)  # type: ignore[attr-defined]
     assert resolved.status == "succeeded"
+
+
+def test_the_janitor_resolves_only_payments_unknown_for_long_enough(
+    service: PaymentService, merchant_id: str, psp_sandbox: SandboxServer, psp_key: str
+) -> None:
+    httpx.post(
+        f"{psp_sandbox.url}/_sandbox/faults",
+        auth=(psp_key, ""),
+        json={
+            "kind": "timeout",
+            "phase": "after",
+            "hold_s": 1.5,
+            "methods": "POST",
+            "duration_s": 1,
+        },
+    ).raise_for_status()
+    service.psp.retry = RetryPolicy(max_attempts=1)
+    payment = _pay(service, merchant_id)
+    assert service.run_janitor(min_age_s=3600) == []  # too fresh: the PSP may still be working
+    [resolved] = service.run_janitor(min_age_s=0)
+    assert resolved.id == payment.id  # type: ignore[attr-defined]
+    assert resolved.status == "succeeded"

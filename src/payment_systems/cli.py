@@ -127,6 +127,28 @@ def serve_command(
     serve(host, port, workers)
 
 
+@app.command("janitor")
+def janitor_command(
+    min_age: Annotated[
+        float, typer.Option(help="Only payments unknown for at least this many seconds.")
+    ] = 60.0,
+) -> None:
+    """Resolve payments whose PSP outcome is unknown, by asking the PSP.
+
+    A PSP timeout leaves a payment 'unknown', never 'failed'. This asks the PSP
+    (PSP_API_BASE) what happened to each one and records the answer. Run it from cron.
+    """
+    from payment_systems.api.runtime import build_runtime
+
+    resolved = build_runtime(migrate=True).service.run_janitor(min_age)
+    table = Table(title=f"{len(resolved)} unknown payment(s) resolved")
+    table.add_column("payment")
+    table.add_column("status")
+    for payment in resolved:
+        table.add_row(payment.id, payment.status)
+    Console().print(table)
+
+
 experiment_app = typer.Typer(help="The study plan's experiments.", no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
 

@@ -24,6 +24,7 @@ import hashlib
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -197,6 +198,21 @@ class PaymentService:
                 capture=payment.capture_method == "automatic",
             )
         return self._record(payment_id, self._events_from_intent(intent))
+
+    def run_janitor(self, min_age_s: float = 60.0) -> list[Payment]:
+        """Resolve every ``unknown`` payment older than ``min_age_s``; returns them resolved.
+
+        The age gives a slow PSP call time to finish (and a search index time
+        to catch up) before we ask; Kill Bill's janitor waits the same way.
+        """
+        cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=min_age_s)
+        with self.sessions() as session:
+            stuck = session.execute(
+                sa.select(Payment.merchant_id, Payment.id).where(
+                    Payment.status == "unknown", Payment.updated_at <= cutoff
+                )
+            ).all()
+        return [self.resolve_unknown(merchant_id, payment_id) for merchant_id, payment_id in stuck]
 
     def get(self, merchant_id: str, payment_id: str) -> Payment:
         """A payment of this merchant; another merchant's payment is simply not found."""
