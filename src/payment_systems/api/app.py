@@ -225,6 +225,14 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
 
         return await run_in_threadpool(idempotent, request, merchant_id, body, handler)
 
+    @app.post("/v1/webhooks/psp")
+    async def psp_webhook(request: Request) -> Response:
+        """Signed PSP events: 2xx once applied (or already applied); 400 if the signature fails."""
+        body = await request.body()
+        signature = request.headers.get("stripe-signature", "")
+        result = await run_in_threadpool(rt().webhooks.handle_stripe, body, signature)
+        return JSONResponse({"received": True, "event": result.event_id, "outcome": result.outcome})
+
     @app.get("/healthz")
     async def healthz() -> Response:
         checks = {"database": "ok", "redis": "ok"}

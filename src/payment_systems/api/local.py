@@ -57,6 +57,11 @@ def local_stack(merchant_name: str = "Demo Shop") -> Iterator[LocalStack]:
             psp=PSPClient(psp_key, sandbox.url),
             redis_client=redis_server.client(),
         )
-        with BackgroundServer(create_app(runtime)) as server:
+        server = BackgroundServer(create_app(runtime))  # binds its port now: we know the URL
+        endpoint = runtime.service.psp.stripe.v1.webhook_endpoints.create(
+            params={"url": f"{server.url}/v1/webhooks/psp", "enabled_events": ["*"]}
+        )
+        runtime.webhooks.secrets = [str(endpoint.secret)]
+        with server:
             yield LocalStack(server.url, api_key, merchant.id, sandbox.url, psp_key, runtime)
         engine.dispose()

@@ -24,6 +24,7 @@ from payment_systems.database.session import session_factory
 from payment_systems.infra.engines import create_engine
 from payment_systems.infra.redis import connect_redis
 from payment_systems.integrations.stripe_client import PSPClient
+from payment_systems.integrations.webhook_handler import WebhookHandler
 from payment_systems.patterns.circuit_breaker import CircuitBreaker, RedisBreakerStore
 
 MAX_BODY_BYTES = 16 * 1024
@@ -37,6 +38,7 @@ class Runtime:
     redis: redis.Redis
     idempotency: IdempotencyBackend
     service: PaymentService
+    webhooks: WebhookHandler
     max_body_bytes: int = MAX_BODY_BYTES
     _merchants: dict[str, str] = field(default_factory=dict)
 
@@ -82,6 +84,7 @@ def build_runtime(
         redis=client,
         idempotency=idempotency or RedisIdempotency(client, lock_ttl_s=settings.lock_ttl_s),
         service=service,
+        webhooks=WebhookHandler(sessions, service, settings.webhook_secrets),
     )
 
 

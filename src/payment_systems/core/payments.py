@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from payment_systems.core import payment_state as ps
 from payment_systems.core.ledger import Ledger, transfer
 from payment_systems.database.ledger_store import SqlJournalStore
-from payment_systems.database.models import Payment, PaymentEvent
+from payment_systems.database.models import OutboxMessage, Payment, PaymentEvent
 from payment_systems.database.session import unit_of_work
 from payment_systems.errors import PaymentSystemsError
 from payment_systems.integrations.stripe_client import (
@@ -268,7 +268,7 @@ class PaymentService:
                 "currency": command.amount.currency,
                 "capture_method": command.capture_method,
             }
-            self._apply(session, payment, [(ps.CREATED, data)])
+            self.apply_events(session, payment, [(ps.CREATED, data)])
             return payment
 
     def _events_from_intent(self, intent: stripe.PaymentIntent) -> list[tuple[str, dict[str, Any]]]:
@@ -295,15 +295,20 @@ class PaymentService:
         try:
             with unit_of_work(self.sessions) as session:
                 payment = session.get_one(Payment, payment_id)
-                self._apply(session, payment, events)
+                self.apply_events(session, payment, events)
                 return payment
         except IntegrityError as exc:  # a concurrent writer took the same event version
             raise PaymentBusy(f"payment {payment_id} changed concurrently; retry") from exc
 
-    def _apply(
+    def apply_events(
         self, session: Session, payment: Payment, events: list[tuple[str, dict[str, Any]]]
     ) -> None:
-        """State, events and ledger postings for ``events``, in the caller's transaction."""
+        """State, events, ledger postings and outbox rows for ``events``, in one transaction.
+
+        All four are written together or not at all: that is the transactional
+        outbox, and it is why a crash can never leave a state change that was
+        not announced, or an announcement of a change that did not happen.
+        """
         state = ps.PaymentState(
             status=payment.status,
             amount=payment.amount_minor,
@@ -327,6 +332,21 @@ class PaymentService:
                     type=event_type,
                     data=data,
                     actor="api",
+                )
+            )
+            session.add(
+                OutboxMessage(
+                    event_id=f"{payment.id}:{state.version}",
+                    aggregate_id=payment.id,
+                    type=event_type,
+                    payload={
+                        "payment_id": payment.id,
+                        "merchant_id": payment.merchant_id,
+                        "version": state.version,
+                        "type": event_type,
+                        "status": state.status,
+                        "data": data,
+                    },
                 )
             )
             self._post(ledger, payment, before, state, event_type, data)

@@ -189,6 +189,49 @@ class IdempotencyKey(Base):
     last_run_at: Mapped[datetime] = mapped_column(default=_now)
 
 
+class WebhookInbox(Base):
+    """Every PSP event we accepted, once: the unique event id is the dedupe.
+
+    Written in the same transaction as the state change the event caused, so
+    "recorded as received" and "applied" can never disagree: a crash rolls
+    back both, and the PSP's retry applies the event exactly once.
+    """
+
+    __tablename__ = "webhook_inbox"
+
+    event_id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(sa.String(64))
+    payment_id: Mapped[str | None] = mapped_column(sa.String(40), index=True)
+    outcome: Mapped[str] = mapped_column(sa.String(16))  # applied | stale | ignored
+    event_created: Mapped[int] = mapped_column(sa.BigInteger)  # the PSP's timestamp (lag)
+    received_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class OutboxMessage(Base):
+    """An event waiting to be published; written in the transaction that caused it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (sa.Index("ix_outbox_unpublished", "published_at", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    event_id: Mapped[str] = mapped_column(sa.String(80), unique=True)
+    aggregate_id: Mapped[str] = mapped_column(sa.String(40), index=True)
+    type: Mapped[str] = mapped_column(sa.String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    published_at: Mapped[datetime | None]
+
+
+class ConsumerInbox(Base):
+    """Which events a consumer has already applied: at-least-once delivery, applied once."""
+
+    __tablename__ = "consumer_inbox"
+
+    consumer: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    event_id: Mapped[str] = mapped_column(sa.String(80), primary_key=True)
+    processed_at: Mapped[datetime] = mapped_column(default=_now)
+
+
 class ImmutableEntryError(RuntimeError):
     """Raised when code tries to change or delete a ledger entry."""
 

@@ -278,6 +278,19 @@ class PSPClient:
             "retrieve", intent_id, "", lambda _o: self.stripe.v1.payment_intents.retrieve(intent_id)
         )
 
+    def retrieve_expanded(self, intent_id: str) -> dict[str, Any]:
+        """The PaymentIntent with its charge and fee, as plain JSON (for webhook re-fetches)."""
+        intent = self._call(
+            "retrieve",
+            intent_id,
+            "",
+            lambda _o: self.stripe.v1.payment_intents.retrieve(
+                intent_id, params={"expand": list(EXPAND)}
+            ),
+        )
+        as_dict: dict[str, Any] = intent.to_dict()
+        return as_dict
+
     def resolve_unknown(self, *, merchant_id: str, payment_id: str) -> stripe.PaymentIntent | None:
         """After `PSPOutcomeUnknown`: ask the PSP whether our payment exists, and in what state.
 

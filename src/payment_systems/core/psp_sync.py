@@ -1,0 +1,105 @@
+"""Bring our view of a payment up to the PSP's, never backwards. Pure: no I/O.
+
+Webhooks arrive late, twice, and out of order. Applying them literally would
+let a late ``processing`` undo a ``succeeded``. Instead, every PSP object is
+read as a *lower bound* on where the payment is: the PSP says "at least
+captured 30.00, at least 10.00 refunded". `events_to_reach` returns the
+events that move our state up to that bound, in the canonical order, and
+nothing if we are already there or beyond. Applied in any order, any number
+of times, the same set of PSP objects leads to the same final state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from payment_systems.core import payment_state as ps
+
+OPEN = {"new", "processing", "unknown"}
+
+
+@dataclass(frozen=True, slots=True)
+class PspView:
+    """What one PSP object says about a payment (fields None when it does not say)."""
+
+    status: str | None = None  # succeeded | requires_capture | failed | canceled
+    amount_captured: int | None = None
+    amount_capturable: int | None = None
+    amount_refunded: int | None = None
+    fee: int | None = None
+    intent_id: str | None = None
+    failure_code: str | None = None
+
+
+def view_of(obj: Mapping[str, Any]) -> PspView:
+    """Read a PaymentIntent or a Charge (as JSON) into what it implies.
+
+    Examples:
+        >>> view_of({"object": "charge", "captured": True, "amount_captured": 3000,
+        ...          "amount_refunded": 1000, "payment_intent": "pi_1"}).status
+        'succeeded'
+    """
+    if obj.get("object") == "charge":
+        captured = bool(obj.get("captured"))
+        return PspView(
+            status="succeeded" if captured else None,
+            amount_captured=int(obj["amount_captured"]) if captured else None,
+            amount_refunded=int(obj.get("amount_refunded") or 0),
+            intent_id=obj.get("payment_intent"),
+        )
+    status = obj.get("status")
+    charge = obj.get("latest_charge")
+    fee = refunded = None
+    if isinstance(charge, Mapping):
+        refunded = int(charge.get("amount_refunded") or 0)
+        txn = charge.get("balance_transaction")
+        fee = int(txn["fee"]) if isinstance(txn, Mapping) else None
+    error = obj.get("last_payment_error") or {}
+    if status == "requires_payment_method" and error:
+        return PspView(status="failed", intent_id=obj.get("id"), failure_code=error.get("code"))
+    mapped = {
+        "succeeded": "succeeded",
+        "requires_capture": "requires_capture",
+        "canceled": "canceled",
+    }
+    return PspView(
+        status=mapped.get(str(status)),
+        amount_captured=int(obj["amount_received"]) if status == "succeeded" else None,
+        amount_capturable=int(obj.get("amount_capturable") or 0) or None,
+        amount_refunded=refunded,
+        fee=fee,
+        intent_id=obj.get("id"),
+    )
+
+
+def events_to_reach(state: ps.PaymentState, view: PspView) -> list[tuple[str, dict[str, Any]]]:
+    """The events (possibly none) that move ``state`` up to what ``view`` implies."""
+    base: dict[str, Any] = {"psp_intent_id": view.intent_id} if view.intent_id else {}
+    events: list[tuple[str, dict[str, Any]]] = []
+    status = state.status
+    if view.status == "requires_capture" and status in OPEN:
+        events.append(
+            (ps.AUTHORIZED, {**base, "amount_capturable": view.amount_capturable or state.amount})
+        )
+    elif view.status == "succeeded" and (status in OPEN or status == "requires_capture"):
+        captured = view.amount_captured if view.amount_captured is not None else state.amount
+        events.append((ps.CAPTURED, {**base, "amount": captured, "fee": view.fee}))
+        status = "succeeded"
+    elif view.status == "failed" and status in OPEN:
+        events.append((ps.FAILED, {**base, "code": view.failure_code or "card_declined"}))
+    elif view.status == "canceled" and (status in OPEN or status == "requires_capture"):
+        events.append((ps.CANCELED, base))
+    if status in ("succeeded", "partially_refunded") and view.amount_refunded:
+        delta = view.amount_refunded - state.amount_refunded
+        if delta > 0:
+            events.append(
+                (ps.REFUNDED, {"amount": delta, "refund_id": f"psp:{view.amount_refunded}"})
+            )
+    return events
+
+
+def would_advance(state: ps.PaymentState, view: PspView) -> bool:
+    """True if ``view`` is ahead of ``state`` (so it is worth fetching the full object)."""
+    return bool(events_to_reach(state, view))

@@ -1,0 +1,176 @@
+"""Receiving the PSP's webhooks: verify, deduplicate, and apply once, never backwards.
+
+``POST /v1/webhooks/psp`` runs `WebhookHandler.handle_stripe`:
+
+1. **Verify before parsing.** The signature covers the raw bytes; a bad or
+   stale one is a 400, logged without the secret or the payload.
+2. **Deduplicate.** The event id goes into ``webhook_inbox`` (primary key)
+   *in the same transaction* as the state change it causes. A duplicate is
+   acknowledged with 2xx and changes nothing; a crash rolls back both, so the
+   PSP's retry applies the event exactly once.
+3. **Never backwards.** The event's object is read as a lower bound on the
+   payment's progress (`payment_systems.core.psp_sync`). An event that would
+   not move the payment forward (a late ``processing``, a duplicate) is
+   recorded as ``stale`` and ignored.
+4. **Re-fetch when it matters.** An event that *would* move the payment is
+   ambiguous on its own: it may be old, and a charge event does not carry
+   the PaymentIntent's state or the fee. Following Stripe's advice, we fetch
+   the PaymentIntent and apply the PSP's current truth instead.
+
+The signing and verification functions are re-exported here so readers can
+copy them from one place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from payment_systems.core import payment_state as ps
+from payment_systems.core.payments import PaymentService
+from payment_systems.core.psp_sync import events_to_reach, view_of, would_advance
+from payment_systems.database.models import Payment, WebhookInbox
+from payment_systems.database.session import unit_of_work
+from payment_systems.integrations.webhook_signatures import (
+    SignatureVerificationError,
+    sign_standard,
+    sign_stripe,
+    verify_standard,
+    verify_stripe,
+)
+
+__all__ = [
+    "SignatureVerificationError",
+    "WebhookHandler",
+    "WebhookResult",
+    "sign_standard",
+    "sign_stripe",
+    "verify_standard",
+    "verify_stripe",
+]
+
+log = logging.getLogger(__name__)
+PAYMENT_EVENTS = ("payment_intent.", "charge.succeeded", "charge.captured", "charge.refunded")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookResult:
+    """What happened to one delivery."""
+
+    event_id: str
+    outcome: str  # applied | stale | duplicate | ignored
+    payment_id: str | None = None
+    refetched: bool = False
+
+
+def _state_of(payment: Payment) -> ps.PaymentState:
+    return ps.PaymentState(
+        status=payment.status,
+        amount=payment.amount_minor,
+        currency=payment.currency,
+        capture_method=payment.capture_method,
+        amount_captured=payment.amount_captured,
+        amount_refunded=payment.amount_refunded,
+        psp_intent_id=payment.psp_intent_id,
+        version=payment.version,
+    )
+
+
+class WebhookHandler:
+    """Applies PSP events to payments through the payment service's unit of work."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        service: PaymentService,
+        secrets: Sequence[str] = (),
+        *,
+        tolerance_s: int = 300,
+        crash_point: Callable[[str], None] = lambda _point: None,
+    ) -> None:
+        self.sessions = sessions
+        self.service = service
+        self.secrets = list(secrets)
+        self.tolerance_s = tolerance_s
+        self.crash_point = crash_point  # chaos tests: fail after applying, before commit
+
+    def handle_stripe(
+        self, payload: bytes, signature: str, now: float | None = None
+    ) -> WebhookResult:
+        """Verify a ``Stripe-Signature`` delivery, then apply it."""
+        if not self.secrets:
+            raise SignatureVerificationError(
+                "no webhook secret is configured (PSP_WEBHOOK_SECRETS); refusing unsigned events"
+            )
+        try:
+            verify_stripe(self.secrets, payload, signature, self.tolerance_s, now)
+        except SignatureVerificationError as exc:
+            log.warning("rejected a webhook: %s (%d bytes)", exc.message, len(payload))
+            raise
+        return self.apply(json.loads(payload))
+
+    def apply(self, event: Mapping[str, Any]) -> WebhookResult:
+        """Apply a verified event exactly once (the inbox) and never backwards (psp_sync)."""
+        event_id, event_type = str(event["id"]), str(event["type"])
+        obj: Mapping[str, Any] = event["data"]["object"]
+        try:
+            with unit_of_work(self.sessions) as session:
+                if session.get(WebhookInbox, event_id) is not None:
+                    return WebhookResult(event_id, "duplicate")
+                payment = (
+                    self._payment_for(session, obj)
+                    if event_type.startswith(PAYMENT_EVENTS)
+                    else None
+                )
+                outcome, refetched = "ignored", False
+                if payment is not None:
+                    outcome, refetched = self._advance(session, payment, obj)
+                session.add(
+                    WebhookInbox(
+                        event_id=event_id,
+                        type=event_type,
+                        payment_id=payment.id if payment else None,
+                        outcome=outcome,
+                        event_created=int(event.get("created") or 0),
+                    )
+                )
+                self.crash_point("before_commit")
+                return WebhookResult(event_id, outcome, payment.id if payment else None, refetched)
+        except IntegrityError:
+            # The same event delivered twice at the same moment: the other delivery won.
+            return WebhookResult(event_id, "duplicate")
+
+    def _advance(
+        self, session: Session, payment: Payment, obj: Mapping[str, Any]
+    ) -> tuple[str, bool]:
+        state = _state_of(payment)
+        if not would_advance(state, view_of(obj)):
+            return "stale", False
+        intent_id = obj.get("payment_intent") if obj.get("object") == "charge" else obj.get("id")
+        fresh = self.service.psp.retrieve_expanded(str(intent_id))
+        events = events_to_reach(state, view_of(fresh))
+        if not events:
+            return "stale", True
+        self.service.apply_events(session, payment, events)
+        return "applied", True
+
+    @staticmethod
+    def _payment_for(session: Session, obj: Mapping[str, Any]) -> Payment | None:
+        intent_id = obj.get("payment_intent") if obj.get("object") == "charge" else obj.get("id")
+        payment = session.scalar(sa.select(Payment).where(Payment.psp_intent_id == intent_id))
+        if payment is not None:
+            return payment
+        metadata = obj.get("metadata") or {}
+        payment_id, merchant_id = metadata.get("payment_id"), metadata.get("merchant_id")
+        if not payment_id or not merchant_id:
+            return None
+        return session.scalar(
+            sa.select(Payment).where(Payment.id == payment_id, Payment.merchant_id == merchant_id)
+        )
