@@ -149,6 +149,43 @@ def janitor_command(
     Console().print(table)
 
 
+outbox_app = typer.Typer(help="The transactional outbox.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.command("relay")
+def outbox_relay(
+    once: Annotated[bool, typer.Option(help="One pass, then exit (for cron or tests).")] = False,
+    stream: Annotated[str, typer.Option(help="Redis Stream to publish to.")] = "payments:events",
+) -> None:
+    """Publish committed outbox rows to a Redis Stream, in order per payment.
+
+    Run as many relays as you like on PostgreSQL: each takes the outbox partitions
+    no other relay holds. Reads DATABASE_URL and REDIS_URL. Ctrl+C stops it.
+    """
+    import threading
+
+    from payment_systems.config import Settings
+    from payment_systems.infra import create_engine
+    from payment_systems.infra.redis import connect_redis
+    from payment_systems.patterns.outbox import OutboxRelay
+
+    settings = Settings.from_env()
+    relay = OutboxRelay(
+        create_engine(settings.database_url), connect_redis(settings.redis_url), stream=stream
+    )
+    console = Console(stderr=True)
+    if once:
+        console.print(f"published {relay.relay_once()} event(s) to {stream}")
+        return
+    console.print(f"relaying to {stream}; Ctrl+C stops")
+    stop = threading.Event()
+    try:
+        relay.run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+
+
 experiment_app = typer.Typer(help="The study plan's experiments.", no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
 

@@ -44,6 +44,7 @@ from payment_systems.integrations.stripe_client import (
     PSPOutcomeUnknown,
 )
 from payment_systems.money import Money
+from payment_systems.patterns.outbox import partition_of
 
 
 class PaymentNotFound(PaymentSystemsError):
@@ -338,6 +339,7 @@ class PaymentService:
                 OutboxMessage(
                     event_id=f"{payment.id}:{state.version}",
                     aggregate_id=payment.id,
+                    partition=partition_of(payment.id),
                     type=event_type,
                     payload={
                         "payment_id": payment.id,

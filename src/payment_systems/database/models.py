@@ -211,11 +211,12 @@ class OutboxMessage(Base):
     """An event waiting to be published; written in the transaction that caused it."""
 
     __tablename__ = "outbox"
-    __table_args__ = (sa.Index("ix_outbox_unpublished", "published_at", "id"),)
+    __table_args__ = (sa.Index("ix_outbox_unpublished", "published_at", "partition", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     event_id: Mapped[str] = mapped_column(sa.String(80), unique=True)
     aggregate_id: Mapped[str] = mapped_column(sa.String(40), index=True)
+    partition: Mapped[int] = mapped_column(sa.SmallInteger)  # crc32(aggregate_id) % 16
     type: Mapped[str] = mapped_column(sa.String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=_now)

@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-26 09:06:38.595550
+Create Date: 2026-11-26 09:10:13.311069
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("event_id", sa.String(length=80), nullable=False),
         sa.Column("aggregate_id", sa.String(length=40), nullable=False),
+        sa.Column("partition", sa.SmallInteger(), nullable=False),
         sa.Column("type", sa.String(length=64), nullable=False),
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
@@ -39,7 +40,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_outbox_aggregate_id"), ["aggregate_id"], unique=False)
-        batch_op.create_index("ix_outbox_unpublished", ["published_at", "id"], unique=False)
+        batch_op.create_index(
+            "ix_outbox_unpublished", ["published_at", "partition", "id"], unique=False
+        )
 
     op.create_table(
         "webhook_inbox",
