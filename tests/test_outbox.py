@@ -142,8 +142,8 @@ def test_an_app_killed_after_commit_but_before_publish_loses_nothing(
         def crash(point):
             if point == "recorded":
                 os.kill(os.getpid(), signal.SIGKILL)  # committed; nothing published yet
-        service = PaymentService(session_factory({_url(db)!r}),
-                                 PSPClient("sk_test_{uuid.uuid4().hex}", {psp_sandbox.url!r}), crash_point=crash)
+        psp = PSPClient("sk_test_{uuid.uuid4().hex}", {psp_sandbox.url!r})
+        service = PaymentService(session_factory({_url(db)!r}), psp, crash_point=crash)
         service.create({merchant.id!r}, "k", CreatePayment(Money(500, "USD"), "pm_card_visa"))
     """
     assert _run(code) == -9
@@ -209,7 +209,8 @@ def test_several_relays_at_once_keep_each_payments_events_in_order(
         for n in range(400):
             aggregate = f"pay_{n % 20}"
             session.add(OutboxMessage(
-                event_id=f"{aggregate}:{n // 20 + 1}", aggregate_id=aggregate, partition=partition_of(aggregate),
+                event_id=f"{aggregate}:{n // 20 + 1}", aggregate_id=aggregate,
+                partition=partition_of(aggregate),
                 type="PaymentTest", payload={"version": n // 20 + 1},
             ))  # fmt: skip
     relays = [OutboxRelay(db, redis_client, stream=stream, batch_size=7) for _ in range(3)]
