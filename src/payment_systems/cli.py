@@ -186,6 +186,44 @@ def outbox_relay(
         stop.set()
 
 
+metrics_app = typer.Typer(help="Business metrics.", no_args_is_help=True)
+app.add_typer(metrics_app, name="metrics")
+
+
+@metrics_app.command("summary")
+def metrics_summary(
+    url: Annotated[
+        str, typer.Option(help="A running API; its /metrics is read.")
+    ] = "http://127.0.0.1:8000",
+    file: Annotated[
+        str | None, typer.Option(help="Read a recorded /metrics scrape from this file instead.")
+    ] = None,
+) -> None:
+    """Print the four business metrics: success rate, latency p95, duplicates, webhook lag."""
+    import httpx
+
+    from payment_systems.monitoring.metrics import rows, summarize
+
+    if file is not None:
+        with open(file) as fh:
+            text = fh.read()
+    else:
+        try:
+            text = httpx.get(f"{url.rstrip('/')}/metrics", timeout=5).text
+        except httpx.HTTPError as exc:
+            raise typer.BadParameter(
+                f"no API answers at {url} ({exc}); start one with `payment-systems serve`, "
+                "or pass --file with a saved scrape"
+            ) from None
+    summary = summarize(text)
+    table = Table(title=f"Business metrics ({summary.payments} payments)")
+    for column in ("metric", "value", "why it matters"):
+        table.add_column(column)
+    for row in rows(summary):
+        table.add_row(*row)
+    Console().print(table)
+
+
 experiment_app = typer.Typer(help="The study plan's experiments.", no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
 

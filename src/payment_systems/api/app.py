@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
@@ -132,6 +134,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         backend = rt().idempotency
         begun = backend.begin(merchant_id, key, fingerprint(request.method, request.url.path, body))
         if begun.outcome is Outcome.REPLAY:
+            rt().metrics.replays.inc()
             assert begun.response is not None
             stored = begun.response
             return Response(
@@ -178,9 +181,11 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
 
         def handler() -> tuple[int, dict[str, Any]]:
             payment = rt().service.create(merchant_id, key, command)
+            rt().metrics.payments.labels(payment.status).inc()
             return 201, payment_view(payment)
 
-        return await run_in_threadpool(idempotent, request, merchant_id, body, handler)
+        with rt().metrics.latency.time():
+            return await run_in_threadpool(idempotent, request, merchant_id, body, handler)
 
     @app.get("/v1/payments/{payment_id}")
     async def get_payment(payment_id: str, request: Request) -> Response:
@@ -231,7 +236,16 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         body = await request.body()
         signature = request.headers.get("stripe-signature", "")
         result = await run_in_threadpool(rt().webhooks.handle_stripe, body, signature)
+        rt().metrics.webhooks.labels(result.outcome).inc()
+        if result.outcome != "duplicate" and result.created:
+            rt().metrics.webhook_lag.observe(max(0.0, time.time() - result.created))
         return JSONResponse({"received": True, "event": result.event_id, "outcome": result.outcome})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus text format: the business metrics and the machinery's health."""
+        body = await run_in_threadpool(rt().metrics.exposition)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     async def healthz() -> Response:

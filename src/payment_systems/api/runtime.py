@@ -25,7 +25,9 @@ from payment_systems.infra.engines import create_engine
 from payment_systems.infra.redis import connect_redis
 from payment_systems.integrations.stripe_client import PSPClient
 from payment_systems.integrations.webhook_handler import WebhookHandler
+from payment_systems.monitoring.metrics import PaymentMetrics
 from payment_systems.patterns.circuit_breaker import CircuitBreaker, RedisBreakerStore
+from payment_systems.patterns.outbox import OutboxRelay
 
 MAX_BODY_BYTES = 16 * 1024
 
@@ -39,6 +41,7 @@ class Runtime:
     idempotency: IdempotencyBackend
     service: PaymentService
     webhooks: WebhookHandler
+    metrics: PaymentMetrics
     max_body_bytes: int = MAX_BODY_BYTES
     _merchants: dict[str, str] = field(default_factory=dict)
 
@@ -85,7 +88,17 @@ def build_runtime(
         idempotency=idempotency or RedisIdempotency(client, lock_ttl_s=settings.lock_ttl_s),
         service=service,
         webhooks=WebhookHandler(sessions, service, settings.webhook_secrets),
+        metrics=PaymentMetrics(
+            backlog=OutboxRelay(engine, client).backlog, breaker=lambda: _breaker_state(psp)
+        ),
     )
+
+
+def _breaker_state(psp: PSPClient) -> str:
+    try:
+        return str(psp.breaker.state.value)
+    except Exception:
+        return "unknown"
 
 
 def _crash_at(target: str) -> Callable[[str], None]:

@@ -68,6 +68,7 @@ class WebhookResult:
     outcome: str  # applied | stale | duplicate | ignored
     payment_id: str | None = None
     refetched: bool = False
+    created: int = 0  # when the PSP created the event (for webhook lag)
 
 
 def _state_of(payment: Payment) -> ps.PaymentState:
@@ -119,6 +120,7 @@ class WebhookHandler:
     def apply(self, event: Mapping[str, Any]) -> WebhookResult:
         """Apply a verified event exactly once (the inbox) and never backwards (psp_sync)."""
         event_id, event_type = str(event["id"]), str(event["type"])
+        created = int(event.get("created") or 0)
         obj: Mapping[str, Any] = event["data"]["object"]
         try:
             with unit_of_work(self.sessions) as session:
@@ -138,11 +140,13 @@ class WebhookHandler:
                         type=event_type,
                         payment_id=payment.id if payment else None,
                         outcome=outcome,
-                        event_created=int(event.get("created") or 0),
+                        event_created=created,
                     )
                 )
                 self.crash_point("before_commit")
-                return WebhookResult(event_id, outcome, payment.id if payment else None, refetched)
+                return WebhookResult(
+                    event_id, outcome, payment.id if payment else None, refetched, created
+                )
         except IntegrityError:
             # The same event delivered twice at the same moment: the other delivery won.
             return WebhookResult(event_id, "duplicate")

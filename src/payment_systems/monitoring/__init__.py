@@ -1,0 +1,1 @@
+"""Monitoring: the business metrics, in Prometheus format."""
