@@ -63,3 +63,38 @@ def duplicate_charge_cost(
     refunded = average_transaction.multiply(duplicates, rounding=Rounding.HALF_UP)
     fees = chargeback_fee.multiply(chargebacks, rounding=Rounding.HALF_UP)
     return DuplicateCost(duplicates, refunded, chargebacks, fees, refunded + fees, prevention_cost)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookBandwidth:
+    """Daily traffic and cost of delivering webhooks."""
+
+    bytes_per_day: int
+    gigabytes_per_day: Decimal
+    cost_per_day: Money
+    cost_per_month: Money
+
+
+def webhook_bandwidth(
+    events_per_day: int,
+    payload_bytes: int,
+    overhead_bytes: int = 600,
+    usd_per_gb: Decimal = Decimal("0.09"),
+) -> WebhookBandwidth:
+    """Bandwidth of ``events_per_day`` webhooks of ``payload_bytes`` each.
+
+    ``overhead_bytes`` covers the HTTP request line, headers (signature, user
+    agent, content type) and the response; ``usd_per_gb`` is an egress price
+    (an input: cloud list prices are around $0.05-0.09 per GB).
+
+    Examples:
+        >>> bw = webhook_bandwidth(1_000_000_000, 2_000)
+        >>> str(bw.gigabytes_per_day), str(bw.cost_per_month)
+        ('2600', '7020.00 USD')
+    """
+    total = events_per_day * (payload_bytes + overhead_bytes)
+    gigabytes = Decimal(total) / Decimal(10**9)
+    per_day = Money.of(gigabytes * usd_per_gb, "USD", rounding=Rounding.HALF_UP)
+    return WebhookBandwidth(
+        total, gigabytes, per_day, per_day.multiply(30, rounding=Rounding.HALF_UP)
+    )
