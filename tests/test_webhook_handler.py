@@ -221,3 +221,19 @@ def test_a_late_event_never_moves_a_payment_backwards(
         tmp_path, history, [succeeded, capturable]
     )  # "authorized" arrives after "succeeded"
     assert final.status != "requires_capture"
+
+
+def test_a_rejected_webhook_is_logged_without_the_secret_or_the_payload(
+    stack: LocalStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    payload = b'{"id": "evt_x", "data": {"object": {"card": {"number": "4242424242424242"}}}}'
+    with caplog.at_level("WARNING"):
+        httpx.post(
+            f"{stack.url}/v1/webhooks/psp",
+            content=payload,
+            headers={"Stripe-Signature": f"t={int(time.time())},v1={'0' * 64}"},
+        )
+    logged = caplog.text
+    assert "rejected a webhook" in logged
+    assert "4242424242424242" not in logged
+    assert all(secret not in logged for secret in stack.runtime.webhooks.secrets)
