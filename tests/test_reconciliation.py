@@ -25,7 +25,7 @@ ALL = list(BreakClass)
 
 @pytest.fixture(scope="module")
 def clean(psp_sandbox: SandboxServer) -> Dataset:
-    """Three days of real traffic through the sandbox: captures, partial captures, refunds, payouts."""
+    """Three days of real traffic through the sandbox: partial captures, refunds, payouts."""
     return sandbox_days(psp_sandbox.url, days=3, per_day=14, seed=11)
 
 

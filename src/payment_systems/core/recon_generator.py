@@ -51,21 +51,57 @@ class Dataset:
     def write(self, directory: Path) -> tuple[Path, Path, Path]:
         """ledger.csv, psp.csv and bank.csv, sorted by reference."""
         ledger, psp, bank = directory / "ledger.csv", directory / "psp.csv", directory / "bank.csv"
-        write_csv(ledger, LEDGER_COLUMNS, [
-            [r.reference, r.payment_id, r.kind, to_major(r.amount, r.currency),
-             to_major(r.fee, r.currency), r.currency, iso(r.at)]
-            for r in sorted(self.ledger, key=lambda r: r.reference)
-        ])  # fmt: skip
-        write_csv(psp, PSP_COLUMNS, [
-            [r.txn_id, iso(r.at), iso(r.at + 2 * DAY), r.currency, to_major(r.gross, r.currency),
-             to_major(r.fee, r.currency), to_major(r.net, r.currency), r.kind, r.reference, r.payout_id]
-            for r in sorted(self.psp, key=lambda r: r.reference)
-        ])  # fmt: skip
-        write_csv(bank, BANK_COLUMNS, [
-            [day(r.at), day(r.at), to_major(abs(r.amount), r.currency), r.currency,
-             "CRDT" if r.amount >= 0 else "DBIT", r.reference, "STRIPE PAYOUT"]
-            for r in sorted(self.bank, key=lambda r: r.reference)
-        ])  # fmt: skip
+        write_csv(
+            ledger,
+            LEDGER_COLUMNS,
+            [
+                [
+                    r.reference,
+                    r.payment_id,
+                    r.kind,
+                    to_major(r.amount, r.currency),
+                    to_major(r.fee, r.currency),
+                    r.currency,
+                    iso(r.at),
+                ]
+                for r in sorted(self.ledger, key=lambda r: r.reference)
+            ],
+        )
+        write_csv(
+            psp,
+            PSP_COLUMNS,
+            [
+                [
+                    r.txn_id,
+                    iso(r.at),
+                    iso(r.at + 2 * DAY),
+                    r.currency,
+                    to_major(r.gross, r.currency),
+                    to_major(r.fee, r.currency),
+                    to_major(r.net, r.currency),
+                    r.kind,
+                    r.reference,
+                    r.payout_id,
+                ]
+                for r in sorted(self.psp, key=lambda r: r.reference)
+            ],
+        )
+        write_csv(
+            bank,
+            BANK_COLUMNS,
+            [
+                [
+                    day(r.at),
+                    day(r.at),
+                    to_major(abs(r.amount), r.currency),
+                    r.currency,
+                    "CRDT" if r.amount >= 0 else "DBIT",
+                    r.reference,
+                    "STRIPE PAYOUT",
+                ]
+                for r in sorted(self.bank, key=lambda r: r.reference)
+            ],
+        )
         return ledger, psp, bank
 
 
@@ -80,8 +116,13 @@ def sandbox_days(sandbox_url: str, days: int = 3, per_day: int = 12, seed: int =
             pid = f"pay_{d}_{i}"
             amount = Money(rng.randint(500, 50_000), "USD")
             manual = rng.random() < 0.25
-            intent = psp.authorize(merchant_id="m", payment_id=pid, amount=amount,
-                                   payment_method="pm_card_visa", capture=not manual)  # fmt: skip
+            intent = psp.authorize(
+                merchant_id="m",
+                payment_id=pid,
+                amount=amount,
+                payment_method="pm_card_visa",
+                capture=not manual,
+            )
             if manual:
                 part = Money(amount.amount_minor * rng.randint(50, 100) // 100, "USD")
                 intent = psp.capture(
@@ -96,8 +137,13 @@ def sandbox_days(sandbox_url: str, days: int = 3, per_day: int = 12, seed: int =
             )
             if rng.random() < 0.2:
                 refund_amount = Money(max(1, txn["amount"] * rng.randint(10, 100) // 100), "USD")
-                refund = psp.refund(merchant_id="m", payment_id=pid, refund_id=f"r{d}_{i}",
-                                    intent_id=intent.id, amount=refund_amount)  # fmt: skip
+                refund = psp.refund(
+                    merchant_id="m",
+                    payment_id=pid,
+                    refund_id=f"r{d}_{i}",
+                    intent_id=intent.id,
+                    amount=refund_amount,
+                )
                 ledger.append(
                     LedgerRow(refund.id, pid, "refund", -refund.amount, 0, "usd", refund.created)
                 )
@@ -106,8 +152,19 @@ def sandbox_days(sandbox_url: str, days: int = 3, per_day: int = 12, seed: int =
     rows: list[PspRow] = []
     for obj in psp.stripe.v1.balance_transactions.list(params={"limit": 100}).auto_paging_iter():
         t = obj.to_dict()
-        rows.append(PspRow(t["source"], t["id"], t["reporting_category"], t["amount"], t["fee"],
-                           t["net"], t["currency"], t["created"], t.get("payout") or ""))  # fmt: skip
+        rows.append(
+            PspRow(
+                t["source"],
+                t["id"],
+                t["reporting_category"],
+                t["amount"],
+                t["fee"],
+                t["net"],
+                t["currency"],
+                t["created"],
+                t.get("payout") or "",
+            )
+        )
     bank = [
         BankRow(p.id, p.amount, p.currency, p.arrival_date)
         for p in psp.stripe.v1.payouts.list(params={"limit": 100}).auto_paging_iter()
@@ -147,10 +204,7 @@ def inject(data: Dataset, counts: dict[BreakClass, int], seed: int = 0) -> Datas
                 ledger.append(next(r for r in ledger if r.reference == ref))
             else:
                 ref = take(movements)
-                ledger = [
-                    _break_row(r, cls, data.cutoff, rng) if r.reference == ref else r
-                    for r in ledger
-                ]
+                ledger = [_break_row(r, cls, rng) if r.reference == ref else r for r in ledger]
                 if cls is BreakClass.TIMING:
                     psp = [
                         replace(p, at=data.cutoff + 3600) if p.reference == ref else p for p in psp
@@ -159,7 +213,7 @@ def inject(data: Dataset, counts: dict[BreakClass, int], seed: int = 0) -> Datas
     return Dataset(ledger, psp, bank, data.cutoff, expected)
 
 
-def _break_row(row: LedgerRow, cls: BreakClass, cutoff: int, rng: random.Random) -> LedgerRow:
+def _break_row(row: LedgerRow, cls: BreakClass, rng: random.Random) -> LedgerRow:
     if cls is BreakClass.AMOUNT_MISMATCH:
         return replace(row, amount=row.amount + rng.randint(1, 500))
     if cls is BreakClass.CURRENCY_MISMATCH:
@@ -194,12 +248,36 @@ def synthetic_files(directory: Path, n: int, seed: int = 1, per_payout: int = 10
                 at,
             ]
         )
-        psp_rows.append([f"txn_{i:010d}", at, at, "usd", to_major(amount, "usd"), to_major(fee, "usd"),
-                         to_major(amount - fee, "usd"), "charge", ref, payout])  # fmt: skip
+        psp_rows.append(
+            [
+                f"txn_{i:010d}",
+                at,
+                at,
+                "usd",
+                to_major(amount, "usd"),
+                to_major(fee, "usd"),
+                to_major(amount - fee, "usd"),
+                "charge",
+                ref,
+                payout,
+            ]
+        )
         payouts[payout] = payouts.get(payout, 0) + amount - fee
     for payout, total in payouts.items():
-        psp_rows.append([f"txn_{payout}", iso(base), iso(base), "usd", to_major(-total, "usd"), "0.00",
-                         to_major(-total, "usd"), "payout", payout, payout])  # fmt: skip
+        psp_rows.append(
+            [
+                f"txn_{payout}",
+                iso(base),
+                iso(base),
+                "usd",
+                to_major(-total, "usd"),
+                "0.00",
+                to_major(-total, "usd"),
+                "payout",
+                payout,
+                payout,
+            ]
+        )
     psp_rows.sort(key=lambda r: r[8])
     write_csv(directory / "ledger.csv", LEDGER_COLUMNS, ledger_rows)
     write_csv(directory / "psp.csv", PSP_COLUMNS, psp_rows)

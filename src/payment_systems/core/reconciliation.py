@@ -13,11 +13,11 @@ Every disagreement becomes exactly one `Break`, of one class:
 
 | class | meaning |
 |---|---|
-| ``missing_in_psp`` | we booked it; the PSP has no such object (or the bank shows an unknown payout) |
+| ``missing_in_psp`` | we booked it and the PSP has no such object (or a deposit has no payout) |
 | ``missing_in_ledger`` | the PSP moved money we never booked |
 | ``missing_in_bank`` | the PSP paid out; the deposit never arrived |
 | ``duplicate`` | the same reference twice in one source |
-| ``amount_mismatch`` / ``currency_mismatch`` / ``fee_mismatch`` | both sides have it, and disagree |
+| ``amount_mismatch``, ``currency_mismatch``, ``fee_mismatch`` | both have it, and disagree |
 | ``timing`` | both have it, but one side is after the cut-off: expected to clear next run |
 
 ``timing`` is the only *explained* class; the CLI exits non-zero if any
@@ -188,21 +188,45 @@ def _collect_payouts(psp: Iterable[PspRow], payouts: dict[str, PspRow]) -> Itera
 
 def _ledger_only(row: LedgerRow, cutoff: int, add: Add) -> None:
     if row.at <= cutoff:
-        add(Break(BreakClass.MISSING_IN_PSP, row.reference, "ledger", row.amount, row.currency,
-                  f"booked {row.kind} for {row.payment_id}; the PSP has no {row.reference}"))  # fmt: skip
+        add(
+            Break(
+                BreakClass.MISSING_IN_PSP,
+                row.reference,
+                "ledger",
+                row.amount,
+                row.currency,
+                f"booked {row.kind} for {row.payment_id}; the PSP has no {row.reference}",
+            )
+        )
 
 
 def _psp_only(row: PspRow, cutoff: int, add: Add) -> None:
     if row.at <= cutoff:  # later ones belong to the next run
-        add(Break(BreakClass.MISSING_IN_LEDGER, row.reference, "psp", row.gross, row.currency,
-                  f"PSP {row.kind} {row.txn_id} was never booked"))  # fmt: skip
+        add(
+            Break(
+                BreakClass.MISSING_IN_LEDGER,
+                row.reference,
+                "psp",
+                row.gross,
+                row.currency,
+                f"PSP {row.kind} {row.txn_id} was never booked",
+            )
+        )
 
 
 def _duplicates(rows: list[LedgerRow] | list[PspRow], source: str, add: Add) -> None:
     for extra in rows[1:]:
         amount = extra.amount if isinstance(extra, LedgerRow) else extra.gross
-        add(Break(BreakClass.DUPLICATE, extra.reference, source, amount, extra.currency,
-                  f"{extra.reference} appears {len(rows)} times in the {source} file"))  # fmt: skip
+        add(
+            Break(
+                BreakClass.DUPLICATE,
+                extra.reference,
+                source,
+                amount,
+                extra.currency,
+                f"{extra.reference} appears {len(rows)} times in the {source} file",
+            )
+        )
 
 
 def _compare(
@@ -210,19 +234,53 @@ def _compare(
 ) -> bool:
     ref = lrow.reference
     if lrow.currency != prow.currency:
-        add(Break(BreakClass.CURRENCY_MISMATCH, ref, "psp", prow.gross, prow.currency,
-                  f"ledger {lrow.currency}, PSP {prow.currency}"))  # fmt: skip
+        add(
+            Break(
+                BreakClass.CURRENCY_MISMATCH,
+                ref,
+                "psp",
+                prow.gross,
+                prow.currency,
+                f"ledger {lrow.currency}, PSP {prow.currency}",
+            )
+        )
     elif abs(lrow.amount - prow.gross) > tol.amount_minor:
-        add(Break(BreakClass.AMOUNT_MISMATCH, ref, "psp", prow.gross - lrow.amount, prow.currency,
-                  f"ledger {to_major(lrow.amount, lrow.currency)}, PSP {to_major(prow.gross, prow.currency)}"))  # fmt: skip
+        add(
+            Break(
+                BreakClass.AMOUNT_MISMATCH,
+                ref,
+                "psp",
+                prow.gross - lrow.amount,
+                prow.currency,
+                f"ledger {to_major(lrow.amount, lrow.currency)}, "
+                f"PSP {to_major(prow.gross, prow.currency)}",
+            )
+        )
     elif abs(lrow.fee - prow.fee) > tol.fee_minor:
-        add(Break(BreakClass.FEE_MISMATCH, ref, "psp", prow.fee - lrow.fee, prow.currency,
-                  f"ledger fee {to_major(lrow.fee, lrow.currency)}, PSP fee {to_major(prow.fee, prow.currency)}"))  # fmt: skip
+        add(
+            Break(
+                BreakClass.FEE_MISMATCH,
+                ref,
+                "psp",
+                prow.fee - lrow.fee,
+                prow.currency,
+                f"ledger fee {to_major(lrow.fee, lrow.currency)}, "
+                f"PSP fee {to_major(prow.fee, prow.currency)}",
+            )
+        )
     elif (lrow.at <= cutoff) != (prow.at <= cutoff):
         if lrow.at > cutoff and prow.at > cutoff:
             return False
-        add(Break(BreakClass.TIMING, ref, "psp" if prow.at > cutoff else "ledger", lrow.amount,
-                  lrow.currency, "one side is after the cut-off; expected to clear next run"))  # fmt: skip
+        add(
+            Break(
+                BreakClass.TIMING,
+                ref,
+                "psp" if prow.at > cutoff else "ledger",
+                lrow.amount,
+                lrow.currency,
+                "one side is after the cut-off; expected to clear next run",
+            )
+        )
         if prow.at > cutoff:
             report.carried_ledger.append(lrow)
     else:
@@ -236,8 +294,16 @@ def _match_bank(
     seen: dict[str, BankRow] = {}
     for row in bank:
         if row.reference in seen:
-            add(Break(BreakClass.DUPLICATE, row.reference, "bank", row.amount, row.currency,
-                      f"deposit {row.reference} appears twice on the statement"))  # fmt: skip
+            add(
+                Break(
+                    BreakClass.DUPLICATE,
+                    row.reference,
+                    "bank",
+                    row.amount,
+                    row.currency,
+                    f"deposit {row.reference} appears twice on the statement",
+                )
+            )
             continue
         seen[row.reference] = row
     for payout_id, payout in sorted(payouts.items()):
@@ -245,21 +311,61 @@ def _match_bank(
         deposit = seen.pop(payout_id, None)
         if deposit is None:
             if payout.at <= cutoff:
-                add(Break(BreakClass.MISSING_IN_BANK, payout_id, "psp", expected, payout.currency,
-                          "the PSP paid out; no deposit on the statement"))  # fmt: skip
+                add(
+                    Break(
+                        BreakClass.MISSING_IN_BANK,
+                        payout_id,
+                        "psp",
+                        expected,
+                        payout.currency,
+                        "the PSP paid out; no deposit on the statement",
+                    )
+                )
         elif deposit.currency != payout.currency:
-            add(Break(BreakClass.CURRENCY_MISMATCH, payout_id, "bank", deposit.amount, deposit.currency,
-                      f"payout in {payout.currency}, deposit in {deposit.currency}"))  # fmt: skip
+            add(
+                Break(
+                    BreakClass.CURRENCY_MISMATCH,
+                    payout_id,
+                    "bank",
+                    deposit.amount,
+                    deposit.currency,
+                    f"payout in {payout.currency}, deposit in {deposit.currency}",
+                )
+            )
         elif deposit.amount != expected:
-            add(Break(BreakClass.AMOUNT_MISMATCH, payout_id, "bank", deposit.amount - expected,
-                      deposit.currency, f"payout {to_major(expected, payout.currency)}, "
-                      f"deposit {to_major(deposit.amount, deposit.currency)}"))  # fmt: skip
+            add(
+                Break(
+                    BreakClass.AMOUNT_MISMATCH,
+                    payout_id,
+                    "bank",
+                    deposit.amount - expected,
+                    deposit.currency,
+                    f"payout {to_major(expected, payout.currency)}, "
+                    f"deposit {to_major(deposit.amount, deposit.currency)}",
+                )
+            )
         elif (deposit.at <= cutoff) != (payout.at <= cutoff):
-            add(Break(BreakClass.TIMING, payout_id, "bank", expected, payout.currency,
-                      "deposit value date after the cut-off"))  # fmt: skip
+            add(
+                Break(
+                    BreakClass.TIMING,
+                    payout_id,
+                    "bank",
+                    expected,
+                    payout.currency,
+                    "deposit value date after the cut-off",
+                )
+            )
         else:
             report.payouts_matched += 1
     for reference, deposit in sorted(seen.items()):
         if deposit.at <= cutoff:
-            add(Break(BreakClass.MISSING_IN_PSP, reference, "bank", deposit.amount, deposit.currency,
-                      "a deposit for a payout the PSP report does not contain"))  # fmt: skip
+            add(
+                Break(
+                    BreakClass.MISSING_IN_PSP,
+                    reference,
+                    "bank",
+                    deposit.amount,
+                    deposit.currency,
+                    "a deposit for a payout the PSP report does not contain",
+                )
+            )
