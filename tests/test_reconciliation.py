@@ -17,7 +17,13 @@ from payment_systems.core.recon_formats import (
     to_minor,
 )
 from payment_systems.core.recon_generator import Dataset, inject, sandbox_days, synthetic_files
-from payment_systems.core.reconciliation import BreakClass, Report, Tolerance, reconcile
+from payment_systems.core.reconciliation import (
+    BreakClass,
+    Report,
+    Tolerance,
+    reconcile,
+    reconcile_files,
+)
 from payment_systems.integrations.psp_sandbox import SandboxServer
 
 ALL = list(BreakClass)
@@ -30,8 +36,13 @@ def clean(psp_sandbox: SandboxServer) -> Dataset:
 
 
 def _run(data: Dataset, tmp: Path, **kw: object) -> Report:
+    """Both engines, which must agree: the streaming one on rows, the fast one on files."""
     ledger, psp, bank = data.write(tmp)
-    return reconcile(read_ledger(ledger), read_psp(psp), read_bank(bank), cutoff=data.cutoff, **kw)  # type: ignore[arg-type]
+    rows = reconcile(read_ledger(ledger), read_psp(psp), read_bank(bank), cutoff=data.cutoff, **kw)  # type: ignore[arg-type]
+    files = reconcile_files(ledger, psp, bank, cutoff=data.cutoff, **kw)  # type: ignore[arg-type]
+    assert files.breaks == rows.breaks
+    assert (files.matched, files.payouts_matched) == (rows.matched, rows.payouts_matched)
+    return files
 
 
 def _found(report: Report) -> set[tuple[BreakClass, str]]:
@@ -135,3 +146,27 @@ def test_a_large_synthetic_day_reconciles_clean(tmp_path: Path) -> None:
     assert report.breaks == []
     assert report.matched == 20_000
     assert report.payouts_matched == 20
+
+
+def test_the_cli_exits_non_zero_on_unexplained_breaks_and_writes_reports(
+    clean: Dataset, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from payment_systems.cli import app
+
+    broken = inject(clean, {BreakClass.FEE_MISMATCH: 1, BreakClass.TIMING: 1}, seed=2)
+    ledger, psp, bank = broken.write(tmp_path)
+    cutoff = __import__("payment_systems.core.recon_formats", fromlist=["iso"]).iso(broken.cutoff)
+    args = ["reconcile", str(ledger), str(psp), str(bank), "--cutoff", cutoff,
+            "--json", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv")]  # fmt: skip
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 1
+    assert "fee_mismatch" in result.output
+    assert (tmp_path / "r.csv").read_text().count("\n") == 3  # header + 2 breaks
+    only_timing = inject(clean, {BreakClass.TIMING: 1}, seed=2)
+    ledger, psp, bank = only_timing.write(tmp_path)
+    ok = CliRunner().invoke(
+        app, ["reconcile", str(ledger), str(psp), str(bank), "--cutoff", cutoff]
+    )
+    assert ok.exit_code == 0  # timing is explained: it clears next run

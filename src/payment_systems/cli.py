@@ -7,6 +7,7 @@ Each later feature adds a sub-command here (``demo``, ``serve``, ``sandbox``,
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -184,6 +185,86 @@ def outbox_relay(
         relay.run(stop)
     except KeyboardInterrupt:
         stop.set()
+
+
+@app.command("reconcile")
+def reconcile_command(
+    ledger: Annotated[Path, typer.Argument(help="Our ledger export (ledger.csv).", exists=True)],
+    psp: Annotated[
+        Path, typer.Argument(help="PSP itemized balance report (psp.csv).", exists=True)
+    ],
+    bank: Annotated[
+        Path, typer.Argument(help="Bank statement of deposits (bank.csv).", exists=True)
+    ],
+    cutoff: Annotated[
+        str | None,
+        typer.Option(
+            help="Cut-off, e.g. 2026-11-20T23:59:59Z (default: now). Later items are next run's."
+        ),
+    ] = None,
+    amount_tolerance: Annotated[
+        int, typer.Option(help="Minor units of amount difference to accept.")
+    ] = 0,
+    fee_tolerance: Annotated[
+        int, typer.Option(help="Minor units of fee difference to accept.")
+    ] = 0,
+    carry_in: Annotated[
+        Path | None, typer.Option(help="Timing items carried from the previous run (JSON).")
+    ] = None,
+    carry_out: Annotated[
+        Path | None, typer.Option(help="Write this run's timing items here, for the next run.")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the report as JSON.")
+    ] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the breaks as CSV.")] = None,
+) -> None:
+    """Three-way reconciliation of our ledger, the PSP's report and the bank statement.
+
+    The files are CSV, sorted by reference (see the Reconciliation page for the columns).
+    Exits 1 if any break other than 'timing' remains, so a scheduler can alert on it.
+    """
+    import dataclasses
+    import json
+    from datetime import UTC, datetime
+
+    from payment_systems.core.recon_formats import LedgerRow
+    from payment_systems.core.reconciliation import Tolerance, reconcile_files
+
+    when = (
+        datetime.strptime(cutoff, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        if cutoff
+        else datetime.now(UTC)
+    )
+    carried = [LedgerRow(**row) for row in json.loads(carry_in.read_text())] if carry_in else []
+    report = reconcile_files(
+        ledger,
+        psp,
+        bank,
+        cutoff=int(when.timestamp()),
+        tolerance=Tolerance(amount_tolerance, fee_tolerance),
+        carried=carried,
+    )
+    report.write(json_out, csv_out)
+    if carry_out is not None:
+        carry_out.write_text(json.dumps([dataclasses.asdict(r) for r in report.carried_ledger]))
+    console = Console()
+    table = Table(
+        title=f"Reconciliation: {report.matched} matched, {report.payouts_matched} payouts"
+    )
+    table.add_column("break class")
+    table.add_column("count", justify="right")
+    table.add_column("amounts (minor units)")
+    for cls, info in report.summary().items():
+        amounts = ", ".join(f"{k[7:].upper()} {v}" for k, v in info.items() if k != "count")
+        table.add_row(cls, str(info["count"]), amounts)
+    console.print(table)
+    for b in report.breaks[:20]:
+        console.print(f"  {b.cls.value:18} {b.reference:32} {b.detail}")
+    if len(report.breaks) > 20:
+        console.print(f"  ... and {len(report.breaks) - 20} more (see --json / --csv)")
+    if report.unexplained:
+        raise typer.Exit(1)
 
 
 metrics_app = typer.Typer(help="Business metrics.", no_args_is_help=True)

@@ -62,6 +62,8 @@ def to_minor(text: str, currency: str) -> int:
         (2000, -50, 1000)
     """
     exponent = _exponent(currency)
+    if exponent and len(text) > exponent and text[-exponent - 1] == ".":
+        return int(text[: -exponent - 1] + text[-exponent:])  # the common, exact-width case
     negative = text.startswith("-")
     whole, _, fraction = text.lstrip("+-").partition(".")
     if len(fraction) > exponent:
@@ -79,10 +81,17 @@ def to_major(minor: int, currency: str) -> str:
     return f"{sign}{whole}.{fraction:0{exponent}d}" if exponent else f"{sign}{whole}"
 
 
+@cache
+def _midnight(date: str) -> int:
+    return int(datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC).timestamp())
+
+
 def _ts(text: str) -> int:
-    if len(text) == 10:  # a date: midnight UTC
-        return int(datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC).timestamp())
-    return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
+    """``2026-11-20`` or ``2026-11-20T14:03:11Z`` → unix time (strptime is too slow per row)."""
+    base = _midnight(text[:10])
+    if len(text) == 10:
+        return base
+    return base + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
 
 
 def iso(ts: int) -> str:
@@ -125,52 +134,56 @@ class BankRow:
     at: int
 
 
-def _rows(path: Path, columns: list[str]) -> Iterator[dict[str, str]]:
+def _rows(path: Path, columns: list[str], key: str) -> Iterator[list[str]]:
+    """Rows as lists in ``columns`` order; checks the header and the sort on ``key``."""
     with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = set(columns) - set(reader.fieldnames or [])
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        missing = set(columns) - set(header)
         if missing:
             raise ValueError(f"{path}: missing column(s) {sorted(missing)}; expected {columns}")
+        order = [header.index(c) for c in columns]
+        k = columns.index(key)
         previous = ""
-        key = columns[0] if columns is LEDGER_COLUMNS else None
-        for row in reader:
-            reference = row[key] if key else ""
-            if key and reference < previous:
+        identity = order == list(range(len(columns)))
+        for raw in reader:
+            row = raw if identity else [raw[i] for i in order]
+            if row[k] < previous:
                 raise UnsortedInput(f"{path} is not sorted by {key}; sort it first")
-            previous = reference or previous
+            previous = row[k]
             yield row
 
 
+def ledger_row(raw: list[str]) -> LedgerRow:
+    """Parse one ledger.csv row (columns in `LEDGER_COLUMNS` order)."""
+    ref, pid, kind, amount, fee, cur, at = raw
+    cur = cur.lower()
+    return LedgerRow(ref, pid, kind, to_minor(amount, cur), to_minor(fee, cur), cur, _ts(at))
+
+
+def psp_row(raw: list[str]) -> PspRow:
+    """Parse one psp.csv row (columns in `PSP_COLUMNS` order)."""
+    txn, created, _available, cur, gross, fee, net, category, source, payout = raw
+    cur = cur.lower()
+    return PspRow(
+        source, txn, category, to_minor(gross, cur), to_minor(fee, cur), to_minor(net, cur), cur,
+        _ts(created), payout,
+    )  # fmt: skip
+
+
 def read_ledger(path: Path) -> Iterator[LedgerRow]:
-    for r in _rows(path, LEDGER_COLUMNS):
-        cur = r["currency"].lower()
-        yield LedgerRow(
-            r["reference"], r["payment_id"], r["type"], to_minor(r["amount"], cur),
-            to_minor(r["fee"], cur), cur, _ts(r["booked_at"]),
-        )  # fmt: skip
+    return map(ledger_row, _rows(path, LEDGER_COLUMNS, "reference"))
 
 
 def read_psp(path: Path) -> Iterator[PspRow]:
-    previous = ""
-    for r in _rows(path, PSP_COLUMNS):
-        if r["source_id"] < previous:
-            raise UnsortedInput(f"{path} is not sorted by source_id; sort it first")
-        previous = r["source_id"]
-        cur = r["currency"].lower()
-        yield PspRow(
-            r["source_id"], r["balance_transaction_id"], r["reporting_category"],
-            to_minor(r["gross"], cur), to_minor(r["fee"], cur), to_minor(r["net"], cur), cur,
-            _ts(r["created_utc"]), r["automatic_payout_id"],
-        )  # fmt: skip
+    return map(psp_row, _rows(path, PSP_COLUMNS, "source_id"))
 
 
 def read_bank(path: Path) -> Iterator[BankRow]:
-    for r in _rows(path, BANK_COLUMNS):
-        cur = r["currency"].lower()
-        sign = -1 if r["credit_debit"] == "DBIT" else 1
-        yield BankRow(
-            r["end_to_end_id"], sign * to_minor(r["amount"], cur), cur, _ts(r["value_date"])
-        )
+    for _booking, value, amount, cur, cd, ref, _info in _rows(path, BANK_COLUMNS, "end_to_end_id"):
+        cur = cur.lower()
+        sign = -1 if cd == "DBIT" else 1
+        yield BankRow(ref, sign * to_minor(amount, cur), cur, _ts(value))
 
 
 def write_csv(path: Path, columns: list[str], rows: list[list[str]]) -> None:

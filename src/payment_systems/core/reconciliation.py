@@ -369,3 +369,79 @@ def _match_bank(
                     "a deposit for a payout the PSP report does not contain",
                 )
             )
+
+
+def reconcile_files(
+    ledger: Path,
+    psp: Path,
+    bank: Path,
+    *,
+    cutoff: int,
+    tolerance: Tolerance | None = None,
+    carried: Iterable[LedgerRow] = (),
+) -> Report:
+    """`reconcile` on the three CSV files, fast: a million rows a side in seconds.
+
+    Matched pairs are almost always textually identical (same amount, fee and
+    currency strings, both before the cut-off), so they are compared as
+    strings and never parsed. Anything else is parsed and goes through the
+    very same classification as `reconcile`, so both give the same breaks.
+    """
+    from payment_systems.core import recon_formats as fmt
+
+    tol = tolerance or Tolerance()
+    report = Report(cutoff)
+    add = report.breaks.append
+    cutoff_iso = fmt.iso(cutoff)
+    payouts: dict[str, PspRow] = {}
+    carried_rows = sorted(carried, key=lambda r: r.reference)
+    raw_ledger = fmt._rows(ledger, fmt.LEDGER_COLUMNS, "reference")
+    if carried_rows:
+        raw_ledger = heapq.merge(
+            ([r.reference, r.payment_id, r.kind, fmt.to_major(r.amount, r.currency),
+              fmt.to_major(r.fee, r.currency), r.currency, fmt.iso(r.at)] for r in carried_rows),
+            raw_ledger,
+            key=lambda r: r[0],
+        )  # fmt: skip
+    raw_psp = fmt._rows(psp, fmt.PSP_COLUMNS, "source_id")
+    to_ledger, to_psp = fmt.ledger_row, fmt.psp_row
+
+    def psp_movements() -> Iterator[list[str]]:
+        for r in raw_psp:
+            if r[7] == "payout":
+                payouts.setdefault(r[8], to_psp(r))
+            else:
+                yield r
+
+    left, right = iter(raw_ledger), psp_movements()
+    lrow, rrow = next(left, None), next(right, None)
+    while lrow is not None or rrow is not None:
+        lgroup, rgroup = [], []
+        if rrow is None or (lrow is not None and lrow[0] < rrow[8]):
+            ref = lrow[0]  # type: ignore[index]
+        elif lrow is None or rrow[8] < lrow[0]:
+            ref = rrow[8]
+        else:
+            ref = lrow[0]
+        while lrow is not None and lrow[0] == ref:
+            lgroup.append(lrow)
+            lrow = next(left, None)
+        while rrow is not None and rrow[8] == ref:
+            rgroup.append(rrow)
+            rrow = next(right, None)
+        if lgroup and rgroup:
+            a, b = lgroup[0], rgroup[0]
+            if ((a[3], a[4], a[5].lower()) == (b[4], b[5], b[3].lower()) and a[6] <= cutoff_iso >= b[
+                1
+            ]) or _compare(to_ledger(a), to_psp(b), cutoff, tol, add, report):
+                report.matched += 1
+        elif lgroup:
+            _ledger_only(to_ledger(lgroup[0]), cutoff, add)
+        else:
+            _psp_only(to_psp(rgroup[0]), cutoff, add)
+        if len(lgroup) > 1:
+            _duplicates([to_ledger(r) for r in lgroup], "ledger", add)
+        if len(rgroup) > 1:
+            _duplicates([to_psp(r) for r in rgroup], "psp", add)
+    _match_bank(payouts, fmt.read_bank(bank), cutoff, add, report)
+    return report
