@@ -431,9 +431,10 @@ def reconcile_files(
             rrow = next(right, None)
         if lgroup and rgroup:
             a, b = lgroup[0], rgroup[0]
-            if ((a[3], a[4], a[5].lower()) == (b[4], b[5], b[3].lower()) and a[6] <= cutoff_iso >= b[
-                1
-            ]) or _compare(to_ledger(a), to_psp(b), cutoff, tol, add, report):
+            # the fast path: textually identical amounts, fee and currency, both in scope
+            same = (a[3], a[4], a[5].lower()) == (b[4], b[5], b[3].lower())
+            in_scope = a[6] <= cutoff_iso and b[1] <= cutoff_iso
+            if (same and in_scope) or _compare(to_ledger(a), to_psp(b), cutoff, tol, add, report):
                 report.matched += 1
         elif lgroup:
             _ledger_only(to_ledger(lgroup[0]), cutoff, add)
