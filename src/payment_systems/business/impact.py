@@ -98,3 +98,53 @@ def webhook_bandwidth(
     return WebhookBandwidth(
         total, gigabytes, per_day, per_day.multiply(30, rounding=Rounding.HALF_UP)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ReconciliationCost:
+    """The monthly cost of reconciling by hand, and the payback of automating it."""
+
+    discrepancies_per_month: Money
+    investigation_per_month: Money
+    total_per_month: Money
+    automation_cost: Money
+
+    @property
+    def payback_months(self) -> Decimal:
+        """Months of savings to pay for the automation (under 1: the first month)."""
+        return Decimal(self.automation_cost.amount_minor) / Decimal(
+            self.total_per_month.amount_minor
+        )
+
+
+SEED_DAILY_VOLUME = Money(100_000_000, "USD")
+SEED_ANALYST_RATE = Money(10_000, "USD")
+SEED_AUTOMATION_COST = Money(50_000, "USD")
+
+
+def reconciliation_cost(
+    daily_volume: Money = SEED_DAILY_VOLUME,
+    error_rate: Decimal = Decimal("0.0001"),
+    investigation_hours_per_day: Decimal = Decimal("2"),
+    hourly_rate: Money = SEED_ANALYST_RATE,
+    days_per_month: int = 30,
+    automation_cost: Money = SEED_AUTOMATION_COST,
+) -> ReconciliationCost:
+    """The study plan's Day 3 case: $1M a day, 0.01% unreconciled, 2 h a day to investigate.
+
+    Examples:
+        >>> cost = reconciliation_cost()
+        >>> [str(m) for m in (cost.discrepancies_per_month, cost.investigation_per_month)]
+        ['3000.00 USD', '6000.00 USD']
+        >>> str(cost.total_per_month)
+        '9000.00 USD'
+        >>> cost.payback_months < 1  # "ROI: first month"
+        True
+    """
+    daily_error = daily_volume.multiply(error_rate, rounding=Rounding.HALF_UP)
+    daily_people = hourly_rate.multiply(investigation_hours_per_day, rounding=Rounding.HALF_UP)
+    monthly_error = daily_error.multiply(days_per_month, rounding=Rounding.HALF_UP)
+    monthly_people = daily_people.multiply(days_per_month, rounding=Rounding.HALF_UP)
+    return ReconciliationCost(
+        monthly_error, monthly_people, monthly_error + monthly_people, automation_cost
+    )
