@@ -23,6 +23,7 @@ class Settings:
     lock_ttl_s: float = 30.0
     crash_at: str | None = None  # chaos only: a recovery point at which the worker kills itself
     webhook_secrets: tuple[str, ...] = ()  # PSP_WEBHOOK_SECRETS, comma-separated (rotation)
+    fraud_rules: bool = True  # FRAUD_RULES=off disables velocity checks (load tests)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -39,6 +40,7 @@ class Settings:
             redis_url=env.get("REDIS_URL") or None,
             lock_ttl_s=float(env.get("IDEMPOTENCY_LOCK_TTL_S") or 30.0),
             crash_at=env.get("PAYMENT_SYSTEMS_CRASH_AT") or None,
+            fraud_rules=(env.get("FRAUD_RULES") or "on").lower() not in ("off", "0", "false"),
             webhook_secrets=tuple(
                 s.strip() for s in (env.get("PSP_WEBHOOK_SECRETS") or "").split(",") if s.strip()
             ),

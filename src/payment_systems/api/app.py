@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from payment_systems import __version__
-from payment_systems.api.problems import from_error, problem
+from payment_systems.api.problems import PROBLEM_JSON, from_error, problem
 from payment_systems.api.runtime import Runtime, build_runtime
 from payment_systems.api.schemas import (
     CaptureBody,
@@ -47,6 +47,7 @@ from payment_systems.core.idempotency import (
 from payment_systems.core.payments import CreatePayment
 from payment_systems.currencies import minor_units
 from payment_systems.errors import PaymentSystemsError
+from payment_systems.fraud.velocity import FraudBlocked
 from payment_systems.money import Money
 
 log = logging.getLogger(__name__)
@@ -161,8 +162,9 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
             backend.release(merchant_id, key, begun.token)  # nothing stored: a retry is safe
             raise
         body_bytes = encode(payload)
-        backend.complete(merchant_id, key, begun.token, StoredResponse(status, body_bytes))
-        return Response(body_bytes, status_code=status, media_type="application/json")
+        media = PROBLEM_JSON if status >= 400 else "application/json"
+        backend.complete(merchant_id, key, begun.token, StoredResponse(status, body_bytes, media))
+        return Response(body_bytes, status_code=status, media_type=media)
 
     @app.post("/v1/payments", status_code=201)
     async def create_payment(request: Request) -> Response:
@@ -176,11 +178,16 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
             parsed.capture_method,
             parsed.description,
             parsed.metadata,
+            client_ip=request.client.host if request.client else None,
         )
         key = request.headers.get("idempotency-key") or ""
 
         def handler() -> tuple[int, dict[str, Any]]:
-            payment = rt().service.create(merchant_id, key, command)
+            try:
+                payment = rt().service.create(merchant_id, key, command)
+            except FraudBlocked as exc:  # a recorded outcome, stored like a decline
+                rt().metrics.payments.labels("blocked").inc()
+                return 402, exc.to_problem()
             rt().metrics.payments.labels(payment.status).inc()
             return 201, payment_view(payment)
 

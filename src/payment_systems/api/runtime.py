@@ -21,6 +21,7 @@ from payment_systems.core.merchants import authenticate, hash_key
 from payment_systems.core.payments import PaymentService
 from payment_systems.database.migrate import upgrade
 from payment_systems.database.session import session_factory
+from payment_systems.fraud.velocity import VelocityRules
 from payment_systems.infra.engines import create_engine
 from payment_systems.infra.redis import connect_redis
 from payment_systems.integrations.stripe_client import PSPClient
@@ -79,8 +80,11 @@ def build_runtime(
         breaker = CircuitBreaker("psp", store=RedisBreakerStore(client))
         psp = PSPClient.from_env(breaker=breaker)
     crash = _crash_at(settings.crash_at) if settings.crash_at else None
+    fraud = VelocityRules(client) if settings.fraud_rules else None
     service = (
-        PaymentService(sessions, psp, crash_point=crash) if crash else PaymentService(sessions, psp)
+        PaymentService(sessions, psp, crash_point=crash, fraud=fraud)
+        if crash
+        else PaymentService(sessions, psp, fraud=fraud)
     )
     return Runtime(
         sessions=sessions,

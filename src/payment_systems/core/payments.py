@@ -38,6 +38,7 @@ from payment_systems.database.ledger_store import SqlJournalStore
 from payment_systems.database.models import OutboxMessage, Payment, PaymentEvent
 from payment_systems.database.session import unit_of_work
 from payment_systems.errors import PaymentSystemsError
+from payment_systems.fraud.velocity import Attempt, Decision, FraudBlocked, VelocityRules
 from payment_systems.integrations.stripe_client import (
     PSPClient,
     PSPDeclined,
@@ -73,6 +74,7 @@ class CreatePayment:
     capture_method: str = "automatic"
     description: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    client_ip: str | None = None  # for the fraud velocity rules
 
 
 def _no_crash(point: str) -> None:
@@ -93,20 +95,24 @@ class PaymentService:
         *,
         new_id: Callable[[], str] = new_payment_id,
         crash_point: Callable[[str], None] = _no_crash,
+        fraud: VelocityRules | None = None,
     ) -> None:
         self.sessions = sessions
         self.psp = psp
         self.new_id = new_id
         self.crash_point = crash_point
+        self.fraud = fraud
 
     # -- commands -------------------------------------------------------------------
 
     def create(self, merchant_id: str, idempotency_key: str, command: CreatePayment) -> Payment:
         """Take a payment; resumes the same payment if this key was seen before."""
-        payment = self._get_or_create(merchant_id, idempotency_key, command)
+        payment, fresh = self._get_or_create(merchant_id, idempotency_key, command)
         self.crash_point("payment_created")
         if payment.status not in ("processing",):
             return payment
+        if fresh and self.fraud is not None:
+            self._screen(payment, command)
         try:
             intent = self.psp.authorize(
                 merchant_id=merchant_id,
@@ -117,6 +123,8 @@ class PaymentService:
                 metadata=dict(command.metadata),
             )
         except PSPDeclined as exc:
+            if self.fraud is not None:
+                self.fraud.record_decline(merchant_id)
             data = {
                 "code": "card_declined",
                 "decline_code": exc.decline_code,
@@ -241,7 +249,27 @@ class PaymentService:
 
     # -- steps ----------------------------------------------------------------------
 
-    def _get_or_create(self, merchant_id: str, key: str, command: CreatePayment) -> Payment:
+    def _screen(self, payment: Payment, command: CreatePayment) -> None:
+        """Velocity rules: a block fails the payment (recorded as an event) and raises."""
+        assert self.fraud is not None
+        fingerprint = hashlib.sha256(command.payment_method.encode()).hexdigest()[:16]
+        verdict = self.fraud.check(
+            Attempt(
+                merchant_id=payment.merchant_id,
+                card_fingerprint=fingerprint,
+                amount_minor=command.amount.amount_minor,
+                ip=command.client_ip,
+                customer_id=command.metadata.get("customer_id"),
+            )
+        )
+        if verdict.decision is Decision.BLOCK:
+            data = {"code": "fraud_blocked", "rule": verdict.rule, "value": verdict.value}
+            self._record(payment.id, [(ps.FAILED, data)])
+            raise FraudBlocked(verdict)
+
+    def _get_or_create(
+        self, merchant_id: str, key: str, command: CreatePayment
+    ) -> tuple[Payment, bool]:
         with unit_of_work(self.sessions) as session:
             existing = session.scalar(
                 sa.select(Payment).where(
@@ -249,7 +277,7 @@ class PaymentService:
                 )
             )
             if existing is not None:
-                return existing
+                return existing, False
             payment = Payment(
                 id=self.new_id(),
                 merchant_id=merchant_id,
@@ -270,7 +298,7 @@ class PaymentService:
                 "capture_method": command.capture_method,
             }
             self.apply_events(session, payment, [(ps.CREATED, data)])
-            return payment
+            return payment, True
 
     def _events_from_intent(self, intent: stripe.PaymentIntent) -> list[tuple[str, dict[str, Any]]]:
         charge = intent.latest_charge if isinstance(intent.latest_charge, stripe.Charge) else None

@@ -1,0 +1,1 @@
+"""Fraud prevention: velocity rules and the economics of their thresholds."""
