@@ -33,7 +33,26 @@ def _explain_block() -> str:
     return "```text\n" + f"EXPLAIN {LOOKUP};\n" + "\n".join(plan) + "\n```"
 
 
+IMPACT = re.compile(r"^<!-- impact: cases -->$", re.MULTILINE)
+
+
+def _impact_table() -> str:
+    """The business cases, computed now by payment_systems.business.impact."""
+    from payment_systems.business.impact import cases
+
+    lines = ["| Case | Inputs | Computed | Study plan says | Agrees |", "|---|---|---|---|---|"]
+    shown = {True: "yes", False: "**no**", None: "n/a"}
+    for case in cases():
+        lines.append(
+            f"| {case.name} | {case.inputs} | {case.computed} | {case.stated or 'not stated'} "
+            f"| {shown[case.agrees]} |"
+        )
+    return "\n".join(lines)
+
+
 def on_page_markdown(markdown: str, **_: Any) -> str:
+    if IMPACT.search(markdown):
+        markdown = IMPACT.sub(lambda _m: _impact_table(), markdown)
     if EXPLAIN.search(markdown):
         markdown = EXPLAIN.sub(lambda _m: _explain_block(), markdown)
 

@@ -267,6 +267,34 @@ def reconcile_command(
         raise typer.Exit(1)
 
 
+@app.command("impact")
+def impact_command(
+    json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """The study plan's business cases, recomputed from their stated inputs.
+
+    Each row shows what the inputs give and what the study plan states; where they
+    differ, the Business impact page explains why.
+    """
+    import json
+
+    from payment_systems.business.impact import cases
+
+    rows = [case.row() for case in cases()]
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="Business impact (payment_systems.business.impact)")
+    for column in rows[0]:
+        table.add_column(column)
+    shown = {True: "yes", False: "NO", None: "n/a"}
+    for row in rows:
+        table.add_row(
+            *(shown[v] if v is None or isinstance(v, bool) else str(v) for v in row.values())
+        )
+    Console().print(table)
+
+
 metrics_app = typer.Typer(help="Business metrics.", no_args_is_help=True)
 app.add_typer(metrics_app, name="metrics")
 

@@ -148,3 +148,177 @@ def reconciliation_cost(
     return ReconciliationCost(
         monthly_error, monthly_people, monthly_error + monthly_people, automation_cost
     )
+
+
+@dataclass(frozen=True, slots=True)
+class FxRevenue:
+    """Monthly FX markup revenue and margin."""
+
+    revenue: Money
+    cost: Money
+    profit: Money
+
+    @property
+    def margin(self) -> Decimal:
+        return Decimal(self.profit.amount_minor) / Decimal(self.revenue.amount_minor)
+
+
+def fx_markup_revenue(
+    monthly_volume: Money = Money(1_000_000_000, "USD"),
+    markup: Decimal = Decimal("0.025"),
+    monthly_cost: Money = Money(500_000, "USD"),
+) -> FxRevenue:
+    """The study plan's Day 4 model: $10M a month cross-border at a 2.5% markup.
+
+    Examples:
+        >>> fx = fx_markup_revenue()
+        >>> str(fx.revenue), str(fx.profit), fx.margin
+        ('250000.00 USD', '245000.00 USD', Decimal('0.98'))
+    """
+    revenue = monthly_volume.multiply(markup, rounding=Rounding.HALF_UP)
+    return FxRevenue(revenue, monthly_cost, revenue - monthly_cost)
+
+
+@dataclass(frozen=True, slots=True)
+class ChargebackDecision:
+    """Whether fighting a chargeback pays, per case and per year."""
+
+    expected_recovery: Money  # win rate x (amount + fee)
+    cost_to_fight: Money
+    fight: bool
+    annual_gain: Money  # (expected recovery - cost) x chargebacks per year, if fighting
+
+
+def chargeback_fight(
+    amount: Money = Money(7_500, "USD"),
+    fee: Money = Money(1_500, "USD"),
+    win_rate: Decimal = Decimal("0.30"),
+    cost_to_fight: Money = Money(2_500, "USD"),
+    chargebacks_per_month: int = 100,
+) -> ChargebackDecision:
+    """The study plan's Day 5 rule: fight if win rate x (amount + fee) > cost to fight.
+
+    Examples:
+        >>> d = chargeback_fight()
+        >>> str(d.expected_recovery), d.fight, str(d.annual_gain)
+        ('27.00 USD', True, '2400.00 USD')
+    """
+    recovery = (amount + fee).multiply(win_rate, rounding=Rounding.HALF_UP)
+    fight = recovery > cost_to_fight
+    per_case = recovery - cost_to_fight if fight else Money(0, amount.currency)
+    return ChargebackDecision(
+        recovery,
+        cost_to_fight,
+        fight,
+        per_case.multiply(chargebacks_per_month * 12, rounding=Rounding.HALF_UP),
+    )
+
+
+def three_ds_breakeven_fraud_rate(
+    margin: Decimal = Decimal("0.20"),
+    fee: Money = Money(1_500, "USD"),
+    order: Money = Money(7_500, "USD"),
+    chargeback_reduction: Decimal = Decimal("0.80"),
+    conversion_loss: Decimal = Decimal("0.15"),
+) -> Decimal:
+    """The fraud probability above which asking for 3DS pays, for one order.
+
+    3DS removes ``chargeback_reduction`` of the expected chargeback cost
+    (amount + fee) but loses ``conversion_loss`` of buyers, each worth
+    ``margin`` of the order. Trigger 3DS when
+    ``p x (order + fee) x reduction > conversion_loss x margin x order``.
+
+    Examples:
+        >>> three_ds_breakeven_fraud_rate()  # above a 3.125% fraud probability, ask for 3DS
+        Decimal('0.03125')
+    """
+    saved_per_unit_p = Decimal((order + fee).amount_minor) * chargeback_reduction
+    lost = conversion_loss * margin * Decimal(order.amount_minor)
+    return lost / saved_per_unit_p
+
+
+@dataclass(frozen=True, slots=True)
+class WeekTotal:
+    """The study plan's week-1 total, recomputed from its parts."""
+
+    monthly: Money
+    annual: Money
+    stated_annual: Money
+
+
+def week_total() -> WeekTotal:
+    """Idempotency + reconciliation + FX monthly, x12, plus the chargeback annual figure.
+
+    The study plan states "Total Annual Value: $4M+"; its own parts add up to
+    $3.77M with its stated chargeback saving ($24k), and to $3.75M with the
+    chargeback saving its inputs actually give ($2.4k).
+
+    Examples:
+        >>> t = week_total()
+        >>> str(t.monthly), str(t.annual)
+        ('312000.00 USD', '3768000.00 USD')
+    """
+    stated_chargeback_annual = Money(2_400_000, "USD")  # "$24k/annual saved" as stated
+    monthly = (
+        duplicate_charge_cost().total
+        + reconciliation_cost().total_per_month
+        + (fx_markup_revenue().revenue)
+    )
+    annual = monthly.multiply(12, rounding=Rounding.HALF_UP) + stated_chargeback_annual
+    return WeekTotal(monthly, annual, Money(400_000_000, "USD"))
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One business case: what we compute, what the study plan states, and whether they agree."""
+
+    name: str
+    inputs: str
+    computed: str
+    stated: str | None
+
+    @property
+    def agrees(self) -> bool | None:
+        """None where the study plan asks the question but states no answer."""
+        return None if self.stated is None else self.computed == self.stated
+
+    def row(self) -> dict[str, str | bool | None]:
+        return {
+            "case": self.name,
+            "inputs": self.inputs,
+            "computed": self.computed,
+            "study plan says": self.stated,
+            "agrees": self.agrees,
+        }
+
+
+def _usd(money: Money) -> str:
+    return f"${money.amount:,.2f}"
+
+
+def cases() -> list[Case]:
+    """Every business case in the study plan, recomputed from its stated inputs."""
+    dup = duplicate_charge_cost()
+    rec = reconciliation_cost()
+    fx = fx_markup_revenue()
+    cb = chargeback_fight()
+    total = week_total()
+    breakeven = three_ds_breakeven_fraud_rate()
+    return [
+        Case("Idempotency: monthly loss from 0.1% duplicates",
+             "1M tx/month, $50 average, 20% become $15 chargebacks", _usd(dup.total), "$53,000.00"),
+        Case("Idempotency: ROI of a $200/month Redis", "loss avoided / Redis cost",
+             f"{dup.roi}x", "265x"),
+        Case("Reconciliation: monthly cost by hand", "$1M/day, 0.01% error, 2 h/day at $100/h",
+             _usd(rec.total_per_month), "$9,000.00"),
+        Case("FX: monthly markup revenue", "$10M/month at 2.5%", _usd(fx.revenue), "$250,000.00"),
+        Case("FX: profit margin", "$5,000/month of costs", f"{fx.margin:.0%}", "98%"),
+        Case("Chargebacks: expected recovery per fight", "30% x ($75 + $15) vs $25 to fight",
+             _usd(cb.expected_recovery), "$27.00"),
+        Case("Chargebacks: annual savings from fighting", "100/month, ($27 - $25) each",
+             _usd(cb.annual_gain), "$24,000.00"),
+        Case("3DS: break-even fraud probability", "-80% chargebacks, -15% conversion, 20% margin",
+             f"{breakeven:.3%}", None),
+        Case("Week 1: total annual value", "(53k + 9k + 250k) x 12 + 24k",
+             _usd(total.annual), "$4M+"),
+    ]  # fmt: skip
