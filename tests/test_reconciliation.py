@@ -170,3 +170,40 @@ def test_the_cli_exits_non_zero_on_unexplained_breaks_and_writes_reports(
         app, ["reconcile", str(ledger), str(psp), str(bank), "--cutoff", cutoff]
     )
     assert ok.exit_code == 0  # timing is explained: it clears next run
+
+
+def test_our_real_ledger_reconciles_with_the_psp_and_the_bank(tmp_path: Path) -> None:
+    import httpx
+
+    from payment_systems.api.local import local_stack
+    from payment_systems.core.recon_generator import Dataset
+    from payment_systems.core.recon_sources import bank_from_payouts, ledger_from_db, psp_from_api
+
+    with local_stack() as stack:
+
+        def post(path: str, body: dict[str, object], key: str) -> dict[str, object]:
+            headers = {"Authorization": f"Bearer {stack.api_key}", "Idempotency-Key": key}
+            return httpx.post(f"{stack.url}{path}", json=body, headers=headers).json()  # type: ignore[no-any-return]
+
+        for n, card in enumerate(["pm_card_visa", "pm_card_mastercard", "pm_card_amex"]):
+            paid = post(
+                "/v1/payments",
+                {"amount": 1000 + n, "currency": "usd", "payment_method": card},
+                f"p{n}",
+            )
+            post("/v1/refunds", {"payment": paid["id"], "amount": 100}, f"r{n}")
+        held = post("/v1/payments", {"amount": 5000, "currency": "usd", "payment_method": "pm_card_visa",
+                                     "capture_method": "manual"}, "h")  # fmt: skip
+        post(f"/v1/payments/{held['id']}/capture", {"amount": 3000}, "c")
+        httpx.post(f"{stack.sandbox_url}/_sandbox/clock/advance", data={"seconds": 4 * 86_400},
+                   auth=(stack.psp_key, ""))  # fmt: skip
+        psp = stack.runtime.service.psp
+        data = Dataset(
+            ledger_from_db(stack.runtime.sessions), psp_from_api(psp), bank_from_payouts(psp), 0
+        )
+    data.cutoff = max(r.at for r in data.psp)
+    ledger, psp_file, bank = data.write(tmp_path)
+    report = reconcile_files(ledger, psp_file, bank, cutoff=data.cutoff)
+    assert report.breaks == []
+    assert report.matched == 7  # 4 captures + 3 refunds
+    assert report.payouts_matched == 1

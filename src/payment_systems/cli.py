@@ -295,6 +295,30 @@ def impact_command(
     Console().print(table)
 
 
+@app.command("reconcile-sources")
+def reconcile_sources_command(
+    out: Annotated[Path, typer.Argument(help="Directory for ledger.csv, psp.csv and bank.csv.")],
+) -> None:
+    """Export the three reconciliation sources: our ledger (DATABASE_URL), the PSP's balance
+    transactions and its payouts as the bank's deposits (PSP_API_BASE / PSP_API_KEY).
+    """
+    from payment_systems.config import Settings
+    from payment_systems.core.recon_generator import Dataset
+    from payment_systems.core.recon_sources import bank_from_payouts, ledger_from_db, psp_from_api
+    from payment_systems.database.session import session_factory
+    from payment_systems.integrations.stripe_client import PSPClient
+
+    out.mkdir(parents=True, exist_ok=True)
+    psp = PSPClient.from_env()
+    ledger = ledger_from_db(session_factory(Settings.from_env().database_url))
+    rows, bank = psp_from_api(psp), bank_from_payouts(psp)
+    paths = Dataset(ledger, rows, bank, cutoff=0).write(out)
+    Console().print(
+        f"wrote {len(ledger)} ledger, {len(rows)} PSP and {len(bank)} bank rows: "
+        + ", ".join(str(p) for p in paths)
+    )
+
+
 metrics_app = typer.Typer(help="Business metrics.", no_args_is_help=True)
 app.add_typer(metrics_app, name="metrics")
 

@@ -182,14 +182,19 @@ class PaymentService:
         refund_id = (
             "re_" + hashlib.sha256(f"{merchant_id}\x1f{refund_key}".encode()).hexdigest()[:20]
         )
-        self.psp.refund(
+        psp_refund = self.psp.refund(
             merchant_id=merchant_id,
             payment_id=payment_id,
             refund_id=refund_id,
             intent_id=str(payment.psp_intent_id),
             amount=value,
         )
-        data = {"amount": value.amount_minor, "refund_id": refund_id}
+        data = {
+            "amount": value.amount_minor,
+            "refund_id": refund_id,
+            "psp_refund_id": psp_refund.id,
+            "psp_created": psp_refund.created,
+        }
         return self._record(payment_id, [(ps.REFUNDED, data)]), refund_id, value
 
     def resolve_unknown(self, merchant_id: str, payment_id: str) -> Payment:
@@ -306,7 +311,13 @@ class PaymentService:
         fee = txn.fee if isinstance(txn, stripe.BalanceTransaction) else None
         base = {"psp_intent_id": intent.id}
         if intent.status == "succeeded":
-            return [(ps.CAPTURED, {**base, "amount": intent.amount_received, "fee": fee})]
+            booked = {
+                "amount": intent.amount_received,
+                "fee": fee,
+                "psp_charge_id": charge.id if charge is not None else None,
+                "psp_created": txn.created if isinstance(txn, stripe.BalanceTransaction) else None,
+            }
+            return [(ps.CAPTURED, {**base, **booked})]
         if intent.status == "requires_capture":
             return [(ps.AUTHORIZED, {**base, "amount_capturable": intent.amount_capturable})]
         if intent.status == "canceled":

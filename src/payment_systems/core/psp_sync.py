@@ -30,6 +30,8 @@ class PspView:
     amount_refunded: int | None = None
     fee: int | None = None
     intent_id: str | None = None
+    charge_id: str | None = None
+    captured_at: int | None = None
     failure_code: str | None = None
 
 
@@ -51,11 +53,14 @@ def view_of(obj: Mapping[str, Any]) -> PspView:
         )
     status = obj.get("status")
     charge = obj.get("latest_charge")
-    fee = refunded = None
+    fee = refunded = captured_at = None
+    charge_id = charge if isinstance(charge, str) else None
     if isinstance(charge, Mapping):
+        charge_id = charge.get("id")
         refunded = int(charge.get("amount_refunded") or 0)
         txn = charge.get("balance_transaction")
         fee = int(txn["fee"]) if isinstance(txn, Mapping) else None
+        captured_at = int(txn["created"]) if isinstance(txn, Mapping) else None
     error = obj.get("last_payment_error") or {}
     if status == "requires_payment_method" and error:
         return PspView(status="failed", intent_id=obj.get("id"), failure_code=error.get("code"))
@@ -71,6 +76,8 @@ def view_of(obj: Mapping[str, Any]) -> PspView:
         amount_refunded=refunded,
         fee=fee,
         intent_id=obj.get("id"),
+        charge_id=charge_id,
+        captured_at=captured_at,
     )
 
 
@@ -85,7 +92,8 @@ def events_to_reach(state: ps.PaymentState, view: PspView) -> list[tuple[str, di
         )
     elif view.status == "succeeded" and (status in OPEN or status == "requires_capture"):
         captured = view.amount_captured if view.amount_captured is not None else state.amount
-        events.append((ps.CAPTURED, {**base, "amount": captured, "fee": view.fee}))
+        booked = {"fee": view.fee, "psp_charge_id": view.charge_id, "psp_created": view.captured_at}
+        events.append((ps.CAPTURED, {**base, "amount": captured, **booked}))
         status = "succeeded"
     elif view.status == "failed" and status in OPEN:
         events.append((ps.FAILED, {**base, "code": view.failure_code or "card_declined"}))

@@ -31,6 +31,7 @@ from payment_systems.core.recon_formats import (
     to_major,
     write_csv,
 )
+from payment_systems.core.recon_sources import bank_from_payouts, psp_from_api
 from payment_systems.core.reconciliation import BreakClass
 from payment_systems.integrations.stripe_client import PSPClient
 from payment_systems.money import Money
@@ -149,26 +150,7 @@ def sandbox_days(sandbox_url: str, days: int = 3, per_day: int = 12, seed: int =
                 )
         httpx.post(f"{sandbox_url}/_sandbox/clock/advance", data={"seconds": DAY}, auth=(key, ""))
     httpx.post(f"{sandbox_url}/_sandbox/clock/advance", data={"seconds": 3 * DAY}, auth=(key, ""))
-    rows: list[PspRow] = []
-    for obj in psp.stripe.v1.balance_transactions.list(params={"limit": 100}).auto_paging_iter():
-        t = obj.to_dict()
-        rows.append(
-            PspRow(
-                t["source"],
-                t["id"],
-                t["reporting_category"],
-                t["amount"],
-                t["fee"],
-                t["net"],
-                t["currency"],
-                t["created"],
-                t.get("payout") or "",
-            )
-        )
-    bank = [
-        BankRow(p.id, p.amount, p.currency, p.arrival_date)
-        for p in psp.stripe.v1.payouts.list(params={"limit": 100}).auto_paging_iter()
-    ]
+    rows, bank = psp_from_api(psp), bank_from_payouts(psp)
     cutoff = max([r.at for r in rows] + [b.at for b in bank])
     return Dataset(ledger, rows, bank, cutoff)
 
