@@ -192,8 +192,9 @@ def test_our_real_ledger_reconciles_with_the_psp_and_the_bank(tmp_path: Path) ->
                 f"p{n}",
             )
             post("/v1/refunds", {"payment": paid["id"], "amount": 100}, f"r{n}")
-        held = post("/v1/payments", {"amount": 5000, "currency": "usd", "payment_method": "pm_card_visa",
-                                     "capture_method": "manual"}, "h")  # fmt: skip
+        manual = {"amount": 5000, "currency": "usd", "payment_method": "pm_card_visa",
+                  "capture_method": "manual"}  # fmt: skip
+        held = post("/v1/payments", manual, "h")
         post(f"/v1/payments/{held['id']}/capture", {"amount": 3000}, "c")
         httpx.post(f"{stack.sandbox_url}/_sandbox/clock/advance", data={"seconds": 4 * 86_400},
                    auth=(stack.psp_key, ""))  # fmt: skip
