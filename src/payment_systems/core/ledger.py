@@ -53,6 +53,7 @@ class AccountKind(StrEnum):
 CHART: dict[str, AccountKind] = {
     "psp_receivable": AccountKind.ASSET,  # funds the PSP holds for us
     "bank": AccountKind.ASSET,  # our bank account (payouts land here)
+    "fx_clearing": AccountKind.ASSET,  # where one currency becomes another
     "merchant_payable": AccountKind.LIABILITY,  # what we owe merchants
     "customer_refunds_payable": AccountKind.LIABILITY,
     "fx_revenue": AccountKind.REVENUE,

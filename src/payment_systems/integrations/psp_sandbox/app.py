@@ -312,6 +312,20 @@ def _authenticate(ctx: Ctx, params: dict[str, Any], path: dict[str, str]) -> Obj
 def routes(sb: Sandbox) -> list[Route]:
     """The URL map; every endpoint goes through the same pipeline."""
     from payment_systems.integrations.psp_sandbox.admin import admin_routes
+    from payment_systems.integrations.psp_sandbox.exchange_rates import MID_PER_USD, rates_json
+
+    async def exchange_rates(request: Request) -> Response:
+        request_id = sb.new_id("req")
+        try:
+            account = account_for(_api_key(request))
+            await sb._request_faults(account, request.url.path, "GET")
+            code = request.path_params["currency"].lower()
+            if code not in MID_PER_USD:
+                raise NotFound("exchange_rate", code, "currency")
+        except SandboxError as exc:
+            return _error(exc, request_id)
+        body = rates_json(code, sb.store.now(account))
+        return Response(body, media_type="application/json", headers={"Request-Id": request_id})
 
     def post(path: str, handler: Handler, idempotent: bool = True) -> Route:
         return Route(path, sb.endpoint(handler, idempotent=idempotent), methods=["POST"])
@@ -355,6 +369,7 @@ def routes(sb: Sandbox) -> list[Route]:
             sb.endpoint(lambda c, _p, a: webhook_endpoints.delete(c, a["id"]), idempotent=False),
             methods=["DELETE"],
         ),
+        Route("/v1/exchange_rates/{currency}", exchange_rates, methods=["GET"]),
         get("/v1/events", _list("event", "/v1/events", "type")),
         get("/v1/events/{id}", _by_id("event")),
         get("/_sandbox/clock", _clock),

@@ -1,0 +1,1 @@
+"""Multi-currency: FX conversion and settlement risk."""
