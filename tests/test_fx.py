@@ -148,7 +148,8 @@ def test_sandbox_rates_are_decimals_and_move_with_the_sandbox_clock(
 def test_a_sandbox_timeout_is_rates_unavailable(psp_sandbox: SandboxServer, psp_key: str) -> None:
     httpx.post(
         f"{psp_sandbox.url}/_sandbox/faults", auth=(psp_key, ""),
-        json={"kind": "timeout", "hold_s": 2, "path_prefix": "/v1/exchange_rates", "duration_s": 30},
+        json={"kind": "timeout", "hold_s": 2, "path_prefix": "/v1/exchange_rates",
+              "duration_s": 30},
     )  # fmt: skip
     with pytest.raises(RatesUnavailable):
         SandboxRates(psp_sandbox.url, psp_key, timeout_s=0.2).rates("usd")
