@@ -32,8 +32,13 @@ def scrape() -> Iterator[tuple[LocalStack, str]]:
         httpx.post(
             f"{stack.url}/v1/payments", json=body, headers={**headers, "Idempotency-Key": "k0"}
         )  # a replay
-        time.sleep(1.0)  # let the webhooks arrive
-        yield stack, httpx.get(f"{stack.url}/metrics").text
+        deadline = time.monotonic() + 15
+        text = httpx.get(f"{stack.url}/metrics").text
+        while 'webhooks_total{outcome="stale"}' not in text:
+            assert time.monotonic() < deadline, "no webhook reached the API"
+            time.sleep(0.1)  # webhooks arrive asynchronously
+            text = httpx.get(f"{stack.url}/metrics").text
+        yield stack, text
 
 
 def test_metrics_are_served_in_prometheus_text_format(scrape: tuple[LocalStack, str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -42,13 +43,17 @@ def test_100_concurrent_identical_requests_make_exactly_one_payment_intent(
     psp_sandbox: object, psp_key: str
 ) -> None:
     url = psp_sandbox.url  # type: ignore[attr-defined]
-    _fault(url, psp_key, kind="latency", ms=150, phase="after", duration_s=30)
-    with ThreadPoolExecutor(max_workers=50) as pool:
-        responses = list(
-            pool.map(
-                lambda _: _post(url, psp_key, "/v1/payment_intents", BODY, "same-key"), range(100)
-            )
-        )
+    # A slow card network (1 s once the key is claimed) keeps the first request in flight
+    # while the other 99, released together by a barrier, arrive.
+    _fault(url, psp_key, kind="latency", ms=1000, phase="after", duration_s=30)
+    barrier = threading.Barrier(100)
+
+    def send(_: int) -> httpx.Response:
+        barrier.wait()
+        return _post(url, psp_key, "/v1/payment_intents", BODY, "same-key")
+
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        responses = list(pool.map(send, range(100)))
     statuses = [r.status_code for r in responses]
     assert set(statuses) <= {200, 409}
     assert statuses.count(409) > 0  # the race really happened

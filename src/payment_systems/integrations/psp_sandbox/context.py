@@ -43,6 +43,7 @@ class Ctx:
     duplicate_webhooks: bool = False
     reorder_window_s: float | None = None
     events: list[Obj] = field(default_factory=list)
+    _window_due: float | None = None  # one reorder window per request, however long it takes
 
     def insert(self, obj: Obj, parent: str | None = None) -> Obj:
         return self.store.insert(self.conn, self.account, obj, parent)
@@ -78,9 +79,11 @@ class Ctx:
         due = wall + self.delay_webhooks_s
         rank = time.time_ns()
         if self.reorder_window_s:
-            # hold every event of this window until its end, then send newest first
-            window = self.reorder_window_s
-            due = (math.floor(wall / window) + 1) * window + self.delay_webhooks_s
+            # hold every event of this request until its window ends, then send newest first
+            if self._window_due is None:
+                window = self.reorder_window_s
+                self._window_due = (math.floor(wall / window) + 1) * window + self.delay_webhooks_s
+            due = self._window_due
             rank = -rank
         copies = 2 if self.duplicate_webhooks else 1
         for endpoint in endpoints:
