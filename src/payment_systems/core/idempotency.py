@@ -50,6 +50,7 @@ from typing import Protocol
 import redis
 
 from payment_systems.errors import PaymentSystemsError
+from payment_systems.infra.redis import as_text
 
 LOCK_TTL_S = 30
 RESPONSE_TTL_S = 24 * 3600
@@ -229,11 +230,11 @@ class RedisIdempotency:
             raise IdempotencyUnavailable(
                 f"the idempotency store is unreachable ({type(exc).__name__}); retry shortly"
             ) from exc
-        outcome = Outcome(_text(reply[0]))
+        outcome = Outcome(as_text(reply[0]))
         if outcome is Outcome.NEW:
             return Begin(outcome, token=int(reply[1]))
         if outcome is Outcome.REPLAY:
-            stored = StoredResponse(int(reply[1]), bytes(reply[2]), _text(reply[3]))
+            stored = StoredResponse(int(reply[1]), bytes(reply[2]), as_text(reply[3]))
             return Begin(outcome, response=stored)
         return Begin(outcome)
 
@@ -250,7 +251,3 @@ class RedisIdempotency:
 
     def release(self, scope: str, key: str, token: int) -> None:
         self._release(self.keys(scope, key)[:2], [token])
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -81,6 +81,22 @@ def _no_crash(point: str) -> None:
     """Production: nothing. Chaos and crash tests inject a hook that kills the process."""
 
 
+def state_of(payment: Payment) -> ps.PaymentState:
+    """The domain state behind a stored payment row (the projection, read back)."""
+    return ps.PaymentState(
+        status=payment.status,
+        amount=payment.amount_minor,
+        currency=payment.currency,
+        capture_method=payment.capture_method,
+        amount_captured=payment.amount_captured,
+        amount_refunded=payment.amount_refunded,
+        amount_capturable=payment.amount_minor if payment.status == "requires_capture" else 0,
+        psp_intent_id=payment.psp_intent_id,
+        failure_code=payment.failure_code,
+        version=payment.version,
+    )
+
+
 def new_payment_id() -> str:
     return "pay_" + secrets.token_hex(12)
 
@@ -349,18 +365,7 @@ class PaymentService:
         outbox, and it is why a crash can never leave a state change that was
         not announced, or an announcement of a change that did not happen.
         """
-        state = ps.PaymentState(
-            status=payment.status,
-            amount=payment.amount_minor,
-            currency=payment.currency,
-            capture_method=payment.capture_method,
-            amount_captured=payment.amount_captured,
-            amount_refunded=payment.amount_refunded,
-            amount_capturable=payment.amount_minor if payment.status == "requires_capture" else 0,
-            psp_intent_id=payment.psp_intent_id,
-            failure_code=payment.failure_code,
-            version=payment.version,
-        )
+        state = state_of(payment)
         ledger = Ledger(SqlJournalStore(session))
         for event_type, data in events:
             before = state

@@ -162,3 +162,8 @@ def connect_redis(url: str | None = None, *, decode_responses: bool = False) -> 
     if _shared is None:
         _shared = EmbeddedRedis().start()
     return _shared.client(decode_responses=decode_responses)
+
+
+def as_text(value: object) -> str:
+    """A Redis reply (bytes unless the client decodes) as ``str``."""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -33,8 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from payment_systems.core import payment_state as ps
-from payment_systems.core.payments import PaymentService
+from payment_systems.core.payments import PaymentService, state_of
 from payment_systems.core.psp_sync import events_to_reach, view_of, would_advance
 from payment_systems.database.models import Payment, WebhookInbox
 from payment_systems.database.session import unit_of_work
@@ -69,19 +68,6 @@ class WebhookResult:
     payment_id: str | None = None
     refetched: bool = False
     created: int = 0  # when the PSP created the event (for webhook lag)
-
-
-def _state_of(payment: Payment) -> ps.PaymentState:
-    return ps.PaymentState(
-        status=payment.status,
-        amount=payment.amount_minor,
-        currency=payment.currency,
-        capture_method=payment.capture_method,
-        amount_captured=payment.amount_captured,
-        amount_refunded=payment.amount_refunded,
-        psp_intent_id=payment.psp_intent_id,
-        version=payment.version,
-    )
 
 
 class WebhookHandler:
@@ -154,7 +140,7 @@ class WebhookHandler:
     def _advance(
         self, session: Session, payment: Payment, obj: Mapping[str, Any]
     ) -> tuple[str, bool]:
-        state = _state_of(payment)
+        state = state_of(payment)
         if not would_advance(state, view_of(obj)):
             return "stale", False
         intent_id = obj.get("payment_intent") if obj.get("object") == "charge" else obj.get("id")

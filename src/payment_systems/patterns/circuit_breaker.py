@@ -41,6 +41,7 @@ from typing import Protocol
 import redis
 
 from payment_systems.errors import PaymentSystemsError
+from payment_systems.infra.redis import as_text
 
 
 class BreakerState(StrEnum):
@@ -238,10 +239,10 @@ class RedisBreakerStore:
         allowed, state, wait = self._acquire(
             self._keys(name), [repr(now), config.reset_timeout_s, config.half_open_max_calls]
         )
-        return Permit(bool(allowed), BreakerState(_text(state)), max(0.0, float(_text(wait))))
+        return Permit(bool(allowed), BreakerState(as_text(state)), max(0.0, float(as_text(wait))))
 
     def success(self, name: str, now: float) -> BreakerState:
-        return BreakerState(_text(self._success(self._keys(name), [repr(now)])))
+        return BreakerState(as_text(self._success(self._keys(name), [repr(now)])))
 
     def failure(self, name: str, now: float, config: BreakerConfig) -> BreakerState:
         token = uuid.uuid4().hex  # a unique member: two failures at the same instant both count
@@ -252,15 +253,11 @@ class RedisBreakerStore:
             config.window_s,
             config.failure_threshold,
         ]
-        return BreakerState(_text(self._failure(self._keys(name), args)))
+        return BreakerState(as_text(self._failure(self._keys(name), args)))
 
     def state(self, name: str, now: float, config: BreakerConfig) -> BreakerState:
         state = self._state(self._keys(name), [repr(now), config.reset_timeout_s])
-        return BreakerState(_text(state))
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+        return BreakerState(as_text(state))
 
 
 class CircuitBreaker:

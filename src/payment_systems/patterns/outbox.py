@@ -42,6 +42,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from payment_systems.infra.redis import as_text
+
 PARTITIONS = 16
 STREAM = "payments:events"
 _LOCK_BASE = 0x0B0C_0000  # advisory lock ids for outbox partitions
@@ -205,7 +207,7 @@ class IdempotentConsumer:
         for _stream, messages in fresh or []:
             entries.extend(messages)
         for entry_id, fields in entries:
-            self._apply(entry_id, {_s(k): _s(v) for k, v in fields.items()})
+            self._apply(entry_id, {as_text(k): as_text(v) for k, v in fields.items()})
         return len(entries)
 
     def _apply(self, entry_id: bytes | str, fields: dict[str, str]) -> None:
@@ -221,7 +223,3 @@ class IdempotentConsumer:
             pass  # already applied: acknowledging is all that is left to do
         self.crash_point("after_commit")
         self.client.xack(self.stream, self.group, entry_id)
-
-
-def _s(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
