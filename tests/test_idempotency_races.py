@@ -26,6 +26,7 @@ from payment_systems.database.ledger_store import account_balances
 from payment_systems.database.migrate import upgrade
 from payment_systems.database.session import session_factory, unit_of_work
 from payment_systems.infra.http import BackgroundServer
+from payment_systems.infra.redis import connect_redis
 from payment_systems.integrations.psp_sandbox import SandboxServer
 from payment_systems.integrations.psp_sandbox.server import free_port
 from payment_systems.integrations.stripe_client import PSPClient
@@ -112,7 +113,7 @@ def test_a_dead_redis_fails_closed_with_503_and_reads_still_work(
     created = api.post(
         "/v1/payments", {"amount": 100, "currency": "usd", "payment_method": "pm_card_visa"}
     ).json()
-    dead = redis.Redis(unix_socket_path="/nonexistent/redis.sock", socket_connect_timeout=0.2)
+    dead = connect_redis("unix:///nonexistent/redis.sock")  # our client policy: fails fast
     settings = Settings(database_url=any_engine.url.render_as_string(hide_password=False))
     psp = PSPClient(api.psp_key, psp_sandbox.url)
     runtime = build_runtime(settings, psp=psp, redis_client=dead)
@@ -121,10 +122,12 @@ def test_a_dead_redis_fails_closed_with_503_and_reads_still_work(
         response = httpx.post(
             f"{server.url}/v1/payments", content=BODY,
             headers={"Authorization": f"Bearer {api.key_a}", "Idempotency-Key": "x"},
+            timeout=60,
         )  # fmt: skip
         read = httpx.get(
             f"{server.url}/v1/payments/{created['id']}",
             headers={"Authorization": f"Bearer {api.key_a}"},
+            timeout=60,
         )
     assert status == 503
     assert response.headers["Retry-After"] == "1"

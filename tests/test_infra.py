@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import psutil
+import pytest
 import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -127,3 +128,14 @@ def _proc(pid: int) -> psutil.Process | None:
         return psutil.Process(pid)
     except psutil.NoSuchProcess:
         return None
+
+
+def test_a_dead_redis_is_reported_after_one_short_retry_not_seconds_of_backoff() -> None:
+    from payment_systems.infra.redis import connect_redis
+
+    client = connect_redis("unix:///nonexistent/redis.sock")
+    retry = client.get_retry()
+    assert retry is not None
+    assert retry.get_retries() == 1  # redis-py's default is 3, with up to 10 s of backoff
+    with pytest.raises(redis.ConnectionError, match="nonexistent"):
+        client.ping()

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 _STARTUP_TIMEOUT_S = 10.0
 
@@ -124,7 +126,13 @@ class EmbeddedRedis:
 
     def client(self, *, decode_responses: bool = False) -> redis.Redis:
         """A new client connection to this server."""
-        return redis.Redis(unix_socket_path=self.socket_path, decode_responses=decode_responses)
+        return redis.Redis(
+            unix_socket_path=self.socket_path,
+            decode_responses=decode_responses,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=READ_TIMEOUT_S,
+            retry=fail_fast_retry(),
+        )
 
     def stop(self) -> None:
         """Terminate the server and remove its directory; safe to call twice."""
@@ -147,6 +155,25 @@ class EmbeddedRedis:
         self.stop()
 
 
+CONNECT_TIMEOUT_S = 1.0
+READ_TIMEOUT_S = 5.0
+
+
+def fail_fast_retry() -> Retry:
+    """Client retry policy: a dead Redis is reported in well under a second.
+
+    redis-py 6+ retries every command three times with up to 10 s of jittered
+    backoff by default, so a request hitting a dead Redis would hang for
+    seconds before it could fail closed with a 503, holding a worker and
+    making the client's own retry pile up behind it. Idempotency and fraud
+    checks sit on the request path, so we prefer one quick retry (a blip on a
+    connection) and then a clear ``idempotency_unavailable``. The 5 s read
+    timeout stays far above the longest blocking read we issue (the outbox
+    consumer's 100 ms ``XREADGROUP BLOCK``).
+    """
+    return Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1)
+
+
 _shared: EmbeddedRedis | None = None
 
 
@@ -158,7 +185,13 @@ def connect_redis(url: str | None = None, *, decode_responses: bool = False) -> 
     """
     global _shared
     if url:
-        return redis.Redis.from_url(url, decode_responses=decode_responses)
+        return redis.Redis.from_url(
+            url,
+            decode_responses=decode_responses,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=READ_TIMEOUT_S,
+            retry=fail_fast_retry(),
+        )
     if _shared is None:
         _shared = EmbeddedRedis().start()
     return _shared.client(decode_responses=decode_responses)
