@@ -27,6 +27,7 @@ from payment_systems.core.idempotency import (
 )
 from payment_systems.core.idempotency_sql import SqlIdempotency
 from payment_systems.database.models import Base
+from payment_systems.infra.redis import connect_redis
 
 FP = fingerprint("POST", "/v1/payments", b'{"amount": 100}')
 OTHER = fingerprint("POST", "/v1/payments", b'{"amount": 101}')
@@ -135,7 +136,7 @@ def test_a_missing_or_overlong_key_is_refused_with_a_clear_message() -> None:
 
 
 def test_a_dead_redis_fails_closed_with_a_typed_error() -> None:
-    dead = redis.Redis(unix_socket_path="/nonexistent/redis.sock", socket_connect_timeout=0.2)
+    dead = connect_redis("unix:///nonexistent/redis.sock")
     with pytest.raises(IdempotencyUnavailable) as info:
         RedisIdempotency(dead).begin("m_1", "k", FP)
     assert info.value.http_status == 503
