@@ -86,7 +86,7 @@ def _open_dispute(client: stripe.StripeClient, url: str, key: str) -> str:
     return str(result["disputes_opened"][0])  # type: ignore[index]
 
 
-def test_strong_evidence_wins_after_review_and_reverses_the_debit(
+def test_strong_evidence_wins_and_returns_the_amount_and_counter_fee_but_not_the_dispute_fee(
     stripe_client: stripe.StripeClient, psp_sandbox: object, psp_key: str
 ) -> None:
     dispute_id = _open_dispute(stripe_client, psp_sandbox.url, psp_key)  # type: ignore[attr-defined]
@@ -102,7 +102,9 @@ def test_strong_evidence_wins_after_review_and_reverses_the_debit(
     _advance(psp_sandbox.url, psp_key, 2 * DAY)  # type: ignore[attr-defined]
     dispute = stripe_client.v1.disputes.retrieve(dispute_id)
     assert dispute.status == "won"
-    assert sum(t.net for t in dispute.balance_transactions) == 0  # debit and fee came back
+    amounts = [(t.amount, t.fee) for t in dispute.balance_transactions]
+    assert amounts == [(-7500, 1500), (0, 1500), (7500, -1500)]  # withdrawal, counter, reversal
+    assert sum(t.net for t in dispute.balance_transactions) == -1500  # the dispute fee stays
 
 
 def test_evidence_is_accepted_only_once(

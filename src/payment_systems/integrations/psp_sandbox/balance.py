@@ -12,7 +12,7 @@ shows, and why one payout matches many charges.
 from __future__ import annotations
 
 from payment_systems.integrations.psp_sandbox.context import Ctx
-from payment_systems.integrations.psp_sandbox.fees import dispute_fee, processing_fee
+from payment_systems.integrations.psp_sandbox.fees import counter_fee, dispute_fee, processing_fee
 from payment_systems.integrations.psp_sandbox.store import Obj
 from payment_systems.money import Money
 
@@ -98,20 +98,35 @@ def refund_balance_transaction(ctx: Ctx, refund: Obj) -> Obj:
     )
 
 
-def dispute_balance_transactions(ctx: Ctx, dispute: Obj, *, won: bool) -> Obj:
-    """Opening debits the amount plus the dispute fee; winning credits both back."""
+def dispute_balance_transactions(ctx: Ctx, dispute: Obj, *, step: str) -> Obj:
+    """The money a dispute moves, as Stripe books it since its 2025 fee change.
+
+    ``withdrawal``: the disputed amount leaves the balance, plus the dispute
+    fee (never returned). ``counter``: answering with evidence costs the
+    counter fee. ``reinstatement``: a win returns the amount and the counter
+    fee.
+    """
     fee = dispute_fee(dispute["currency"]).amount_minor
-    sign = 1 if won else -1
+    counter = counter_fee(dispute["currency"]).amount_minor
+    amount, fee_minor, category, text = {
+        "withdrawal": (-dispute["amount"], fee, "dispute", "Chargeback withdrawal for "),
+        "counter": (0, counter, "dispute", "Dispute counter fee for "),
+        "reinstatement": (
+            dispute["amount"],
+            -counter,
+            "dispute_reversal",
+            "Chargeback reversal for ",
+        ),
+    }[step]
     return new_transaction(
         ctx,
-        amount=sign * dispute["amount"],
+        amount=amount,
         currency=dispute["currency"],
-        fee=-fee if won else fee,
+        fee=fee_minor,
         source=dispute["id"],
         kind="adjustment",
-        category="dispute_reversal" if won else "dispute",
-        description=("Chargeback reversal for " if won else "Chargeback withdrawal for ")
-        + dispute["charge"],
+        category=category,
+        description=text + dispute["charge"],
     )
 
 

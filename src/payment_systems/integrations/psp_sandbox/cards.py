@@ -22,7 +22,8 @@ class SandboxCard:
     code: str | None = None  # Stripe error code on decline
     decline_code: str | None = None
     message: str | None = None
-    disputes: bool = False  # a dispute opens when the sandbox clock next advances
+    dispute: str | None = None  # a dispute with this reason opens when the clock next advances
+    inquiry: bool = False  # ...as an inquiry (warning_needs_response) rather than a chargeback
 
     @property
     def fingerprint(self) -> str:
@@ -53,7 +54,11 @@ TEST_CARDS: dict[str, SandboxCard] = {
     "pm_card_chargeDeclinedExpiredCard": SandboxCard(
         "visa", "0069", "declined", "expired_card", "expired_card", "Your card has expired."
     ),
-    "pm_card_createDispute": SandboxCard("visa", "0259", disputes=True),
+    "pm_card_createDispute": SandboxCard("visa", "0259", dispute="fraudulent"),
+    "pm_card_createDisputeProductNotReceived": SandboxCard(
+        "visa", "2685", dispute="product_not_received"
+    ),
+    "pm_card_createDisputeInquiry": SandboxCard("visa", "1976", dispute="fraudulent", inquiry=True),
     "pm_card_threeDSecure2Required": SandboxCard("visa", "3220", "requires_action"),
     "pm_card_authenticationRequired": SandboxCard("visa", "3184", "requires_action"),
 }  # fmt: skip

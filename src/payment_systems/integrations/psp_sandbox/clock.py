@@ -19,12 +19,12 @@ MAX_ADVANCE_S = 400 * DAY_S
 
 
 def open_pending_disputes(ctx: Ctx) -> list[Obj]:
-    """Open a dispute on each captured ``pm_card_createDispute`` charge not yet disputed."""
+    """Open a dispute on each captured ``pm_card_createDispute*`` charge not yet disputed."""
     opened = []
     for _, charge in ctx.store.find(ctx.conn, ctx.account, "charge", oldest_first=True):
         card = cards.lookup(charge["payment_method"] or "")
-        if card and card.disputes and charge["captured"] and not charge["disputed"]:
-            opened.append(disputes.open_dispute(ctx, charge))
+        if card and card.dispute and charge["captured"] and not charge["disputed"]:
+            opened.append(disputes.open_dispute(ctx, charge, card.dispute, inquiry=card.inquiry))
     return opened
 
 

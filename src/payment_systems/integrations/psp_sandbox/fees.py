@@ -38,7 +38,8 @@ SCHEDULE: dict[str, FeeRule] = {
     "JPY": FeeRule(Decimal("0.036"), Decimal("0")),
 }
 DEFAULT_RULE = FeeRule(Decimal("0.029"), Decimal("0.30"))
-DISPUTE_FEE_MAJOR = Decimal("15.00")
+DISPUTE_FEE_MAJOR = Decimal("15.00")  # kept by the network whatever the outcome
+COUNTER_FEE_MAJOR = Decimal("15.00")  # charged when evidence is submitted; refunded on a win
 
 
 def processing_fee(amount: Money) -> Money:
@@ -61,3 +62,8 @@ def processing_fee(amount: Money) -> Money:
 def dispute_fee(currency: str) -> Money:
     """The flat fee a dispute costs, in the dispute's currency (no FX: a sandbox rule)."""
     return Money.of(DISPUTE_FEE_MAJOR, currency, rounding=Rounding.HALF_UP)
+
+
+def counter_fee(currency: str) -> Money:
+    """The fee for countering a dispute with evidence; a win refunds it."""
+    return Money.of(COUNTER_FEE_MAJOR, currency, rounding=Rounding.HALF_UP)

@@ -97,6 +97,7 @@ def create(ctx: Ctx, params: dict[str, Any]) -> Obj:
         "metadata": get_metadata(params),
         "next_action": None,
         "payment_method": payment_method,
+        "payment_method_options": {"card": {"request_three_d_secure": _three_ds_request(params)}},
         "payment_method_types": ["card"],
         "status": "requires_confirmation" if payment_method else "requires_payment_method",
     }
@@ -105,6 +106,20 @@ def create(ctx: Ctx, params: dict[str, Any]) -> Obj:
     if get_bool(params, "confirm"):
         return _confirm(ctx, intent, payment_method)
     return intent
+
+
+def _three_ds_request(params: dict[str, Any]) -> str:
+    options = params.get("payment_method_options") or {}
+    card = options.get("card") if isinstance(options, dict) else None
+    value = card.get("request_three_d_secure", "automatic") if isinstance(card, dict) else None
+    value = value or "automatic"
+    if value not in ("automatic", "any", "challenge"):
+        raise InvalidRequest(
+            "Invalid payment_method_options[card][request_three_d_secure]: must be one of "
+            "automatic, any, challenge",
+            param="payment_method_options[card][request_three_d_secure]",
+        )
+    return str(value)
 
 
 def get(ctx: Ctx, intent_id: str) -> Obj:
@@ -140,7 +155,9 @@ def _confirm(ctx: Ctx, intent: Obj, payment_method: str | None) -> Obj:
             f"No such PaymentMethod: '{payment_method}'", "payment_method", code="resource_missing"
         )
     intent["payment_method"] = payment_method
-    if card.outcome == "requires_action" and intent["status"] != "requires_action":
+    requested = intent["payment_method_options"]["card"]["request_three_d_secure"]
+    challenge = card.outcome == "requires_action" or requested in ("any", "challenge")
+    if challenge and intent["status"] != "requires_action":
         intent["status"] = "requires_action"
         intent["next_action"] = {
             "type": "use_stripe_sdk",
@@ -154,9 +171,11 @@ def _confirm(ctx: Ctx, intent: Obj, payment_method: str | None) -> Obj:
     return authorize(ctx, intent, card)
 
 
-def authorize(ctx: Ctx, intent: Obj, card: cards.SandboxCard) -> Obj:
+def authorize(
+    ctx: Ctx, intent: Obj, card: cards.SandboxCard, *, authenticated: bool = False
+) -> Obj:
     """The card network said yes: create the charge, and capture it unless manual."""
-    charge = _new_charge(ctx, intent, card, status="succeeded")
+    charge = _new_charge(ctx, intent, card, status="succeeded", authenticated=authenticated)
     intent.update(latest_charge=charge["id"], next_action=None, last_payment_error=None)
     if intent["capture_method"] == "manual":
         intent.update(status="requires_capture", amount_capturable=intent["amount"])
@@ -190,7 +209,9 @@ def _decline(ctx: Ctx, intent: Obj, card: cards.SandboxCard) -> Obj:
     raise CardDeclined(card.message or cards.DECLINED, code=card.code, extra=extra)
 
 
-def _new_charge(ctx: Ctx, intent: Obj, card: cards.SandboxCard, *, status: str) -> Obj:
+def _new_charge(
+    ctx: Ctx, intent: Obj, card: cards.SandboxCard, *, status: str, authenticated: bool = False
+) -> Obj:
     charge: Obj = {
         "id": ctx.new_id("ch"),
         "object": "charge",
@@ -218,7 +239,23 @@ def _new_charge(ctx: Ctx, intent: Obj, card: cards.SandboxCard, *, status: str) 
         "payment_method": intent["payment_method"],
         "payment_method_details": {
             "type": "card",
-            "card": {"brand": card.brand, "last4": card.last4, "fingerprint": card.fingerprint},
+            "card": {
+                "brand": card.brand,
+                "last4": card.last4,
+                "fingerprint": card.fingerprint,
+                "checks": {
+                    "address_line1_check": "pass",
+                    "address_postal_code_check": "pass",
+                    "cvc_check": "pass",
+                },
+                "three_d_secure": {
+                    "authentication_flow": "challenge",
+                    "result": "authenticated",
+                    "version": "2.2.0",
+                }
+                if authenticated
+                else None,
+            },
         },
         "refunded": False,
         "status": status,
@@ -298,8 +335,10 @@ def authenticate(ctx: Ctx, intent_id: str, succeed: bool) -> Obj:
         raise InvalidRequest(f"PaymentIntent {intent_id} is not waiting for authentication.")
     card = cards.lookup(intent["payment_method"])
     assert card is not None
+    if succeed and card.outcome == "declined":
+        return _decline(ctx, intent, card)  # authenticated, then the issuer still says no
     if succeed:
-        return authorize(ctx, intent, card)
+        return authorize(ctx, intent, card, authenticated=True)
     intent.update(
         status="requires_payment_method",
         next_action=None,
