@@ -58,7 +58,9 @@ CHART: dict[str, AccountKind] = {
     "customer_refunds_payable": AccountKind.LIABILITY,
     "fx_revenue": AccountKind.REVENUE,
     "psp_fees": AccountKind.EXPENSE,
+    "disputed_funds": AccountKind.ASSET,  # withdrawn by the network until a dispute is decided
     "dispute_losses": AccountKind.EXPENSE,
+    "dispute_fees": AccountKind.EXPENSE,
 }
 
 
