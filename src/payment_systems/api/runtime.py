@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from payment_systems.chargebacks.service import DisputeService
 from payment_systems.config import Settings
 from payment_systems.core.idempotency import IdempotencyBackend, RedisIdempotency
 from payment_systems.core.merchants import authenticate, hash_key
@@ -24,6 +25,7 @@ from payment_systems.database.session import session_factory
 from payment_systems.fraud.velocity import VelocityRules
 from payment_systems.infra.engines import create_engine
 from payment_systems.infra.redis import connect_redis
+from payment_systems.integrations.psp_disputes import DisputeGateway
 from payment_systems.integrations.stripe_client import PSPClient
 from payment_systems.integrations.webhook_handler import WebhookHandler
 from payment_systems.monitoring.metrics import PaymentMetrics
@@ -43,6 +45,7 @@ class Runtime:
     service: PaymentService
     webhooks: WebhookHandler
     metrics: PaymentMetrics
+    disputes: DisputeService | None = None
     max_body_bytes: int = MAX_BODY_BYTES
     _merchants: dict[str, str] = field(default_factory=dict)
 
@@ -86,12 +89,14 @@ def build_runtime(
         if crash
         else PaymentService(sessions, psp, fraud=fraud)
     )
+    disputes = DisputeService(sessions, DisputeGateway(psp))
     return Runtime(
         sessions=sessions,
         redis=client,
         idempotency=idempotency or RedisIdempotency(client, lock_ttl_s=settings.lock_ttl_s),
         service=service,
-        webhooks=WebhookHandler(sessions, service, settings.webhook_secrets),
+        webhooks=WebhookHandler(sessions, service, settings.webhook_secrets, disputes=disputes),
+        disputes=disputes,
         metrics=PaymentMetrics(
             backlog=OutboxRelay(engine, client).backlog, breaker=lambda: _breaker_state(psp)
         ),

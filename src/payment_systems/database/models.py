@@ -233,6 +233,42 @@ class ConsumerInbox(Base):
     processed_at: Mapped[datetime] = mapped_column(default=_now)
 
 
+class DisputeRecord(Base):
+    """A dispute on one of our payments: a projection of its ``dispute_events``."""
+
+    __tablename__ = "disputes"
+    __table_args__ = (sa.Index("ix_disputes_merchant_created", "merchant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)  # the PSP's dp_ id
+    payment_id: Mapped[str] = mapped_column(sa.ForeignKey("payments.id"), index=True)
+    merchant_id: Mapped[str] = mapped_column(sa.ForeignKey("merchants.id"))
+    amount_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    reason: Mapped[str] = mapped_column(sa.String(64))
+    status: Mapped[str] = mapped_column(sa.String(32))
+    due_by: Mapped[int] = mapped_column(sa.BigInteger)  # epoch seconds, the PSP's clock
+    evidence_submitted: Mapped[bool] = mapped_column(default=False)
+    funds_withdrawn: Mapped[bool] = mapped_column(default=False)
+    evidence_strength: Mapped[str | None] = mapped_column(sa.String(16))  # strong | weak
+    version: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+
+class DisputeEvent(Base):
+    """One transition of a dispute; append-only, versioned per dispute (the audit trail)."""
+
+    __tablename__ = "dispute_events"
+    __table_args__ = (sa.UniqueConstraint("dispute_id", "version"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dispute_id: Mapped[str] = mapped_column(sa.ForeignKey("disputes.id"))
+    version: Mapped[int]
+    type: Mapped[str] = mapped_column(sa.String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
 class ImmutableEntryError(RuntimeError):
     """Raised when code tries to change or delete a ledger entry."""
 

@@ -217,8 +217,13 @@ class PSPClient:
         payment_method: str,
         capture: bool = True,
         metadata: Mapping[str, str] | None = None,
+        three_d_secure: bool = False,
     ) -> stripe.PaymentIntent:
-        """Create and confirm a PaymentIntent; ``capture=False`` only authorizes."""
+        """Create and confirm a PaymentIntent; ``capture=False`` only authorizes.
+
+        ``three_d_secure=True`` asks the issuer to challenge the cardholder: the
+        intent comes back ``requires_action`` until they authenticate.
+        """
         params: dict[str, Any] = {
             "amount": amount.amount_minor,
             "currency": amount.currency.lower(),
@@ -228,8 +233,10 @@ class PSPClient:
             "metadata": {**(metadata or {}), "payment_id": payment_id, "merchant_id": merchant_id},
             "expand": list(EXPAND),
         }
+        if three_d_secure:
+            params["payment_method_options"] = {"card": {"request_three_d_secure": "any"}}
         key = psp_idempotency_key(merchant_id, payment_id, "authorize")
-        return self._call(
+        return self.call(
             "authorize",
             payment_id,
             key,
@@ -244,7 +251,7 @@ class PSPClient:
         if amount is not None:
             params["amount_to_capture"] = amount.amount_minor
         key = psp_idempotency_key(merchant_id, payment_id, "capture")
-        return self._call(
+        return self.call(
             "capture",
             payment_id,
             key,
@@ -265,7 +272,7 @@ class PSPClient:
         if amount is not None:
             params["amount"] = amount.amount_minor
         key = psp_idempotency_key(merchant_id, payment_id, f"refund:{refund_id}")
-        return self._call(
+        return self.call(
             "refund",
             payment_id,
             key,
@@ -274,13 +281,13 @@ class PSPClient:
 
     def retrieve(self, intent_id: str) -> stripe.PaymentIntent:
         """Fetch the PSP's current view of a PaymentIntent (reads need no key)."""
-        return self._call(
+        return self.call(
             "retrieve", intent_id, "", lambda _o: self.stripe.v1.payment_intents.retrieve(intent_id)
         )
 
     def retrieve_expanded(self, intent_id: str) -> dict[str, Any]:
         """The PaymentIntent with its charge and fee, as plain JSON (for webhook re-fetches)."""
-        intent = self._call(
+        intent = self.call(
             "retrieve",
             intent_id,
             "",
@@ -299,7 +306,7 @@ class PSPClient:
         (Stripe's search index lags up to a minute; a janitor runs this later.)
         """
         query = f"metadata['payment_id']:'{payment_id}' AND metadata['merchant_id']:'{merchant_id}'"
-        found = self._call(
+        found = self.call(
             "resolve",
             payment_id,
             "",
@@ -332,7 +339,11 @@ class PSPClient:
 
     # -- the retry loop ----------------------------------------------------------
 
-    def _call(self, operation: str, payment_id: str, key: str, fn: Callable[[Any], T]) -> T:
+    def call(self, operation: str, payment_id: str, key: str, fn: Callable[[Any], T]) -> T:
+        """Run one PSP request through the circuit breaker, the rate limiter and retries.
+
+        ``fn`` receives the request options (the idempotency key, when ``key`` is set).
+        """
         options = {"idempotency_key": key} if key else {}
         maybe_processed = False
         last = "no attempt made"

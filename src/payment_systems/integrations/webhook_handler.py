@@ -12,7 +12,9 @@
    payment's progress (`payment_systems.core.psp_sync`). An event that would
    not move the payment forward (a late ``processing``, a duplicate) is
    recorded as ``stale`` and ignored.
-4. **Re-fetch when it matters.** An event that *would* move the payment is
+4. **Disputes** (``charge.dispute.*``) go to `DisputeService.sync`, which
+   re-reads the dispute and walks its state machine to the PSP's status.
+5. **Re-fetch when it matters.** An event that *would* move the payment is
    ambiguous on its own: it may be old, and a charge event does not carry
    the PaymentIntent's state or the fee. Following Stripe's advice, we fetch
    the PaymentIntent and apply the PSP's current truth instead.
@@ -33,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from payment_systems.chargebacks.service import DisputeService
 from payment_systems.core.payments import PaymentService, state_of
 from payment_systems.core.psp_sync import events_to_reach, view_of, would_advance
 from payment_systems.database.models import Payment, WebhookInbox
@@ -81,9 +84,11 @@ class WebhookHandler:
         *,
         tolerance_s: int = 300,
         crash_point: Callable[[str], None] = lambda _point: None,
+        disputes: DisputeService | None = None,
     ) -> None:
         self.sessions = sessions
         self.service = service
+        self.disputes = disputes
         self.secrets = list(secrets)
         self.tolerance_s = tolerance_s
         self.crash_point = crash_point  # chaos tests: fail after applying, before commit
@@ -118,21 +123,24 @@ class WebhookHandler:
                     else None
                 )
                 outcome, refetched = "ignored", False
+                payment_id = payment.id if payment else None
                 if payment is not None:
                     outcome, refetched = self._advance(session, payment, obj)
+                elif event_type.startswith("charge.dispute.") and self.disputes is not None:
+                    # Like payments: the event says "look", the PSP says what is true now.
+                    fresh = self.disputes.gateway.retrieve(str(obj["id"]))
+                    (outcome, payment_id), refetched = self.disputes.sync(session, fresh), True
                 session.add(
                     WebhookInbox(
                         event_id=event_id,
                         type=event_type,
-                        payment_id=payment.id if payment else None,
+                        payment_id=payment_id,
                         outcome=outcome,
                         event_created=created,
                     )
                 )
                 self.crash_point("before_commit")
-                return WebhookResult(
-                    event_id, outcome, payment.id if payment else None, refetched, created
-                )
+                return WebhookResult(event_id, outcome, payment_id, refetched, created)
         except IntegrityError:
             # The same event delivered twice at the same moment: the other delivery won.
             return WebhookResult(event_id, "duplicate")
