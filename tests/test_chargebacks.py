@@ -111,7 +111,7 @@ def test_a_lost_chargeback_books_the_amount_as_a_loss_and_both_fees() -> None:
 
 
 def test_fees_follow_the_dispute_currency_at_face_value() -> None:
-    dispute, moves = lc.open_dispute("dp_1", "pay_1", Money(10_000, "JPY"), "fraudulent",
+    _dispute, moves = lc.open_dispute("dp_1", "pay_1", Money(10_000, "JPY"), "fraudulent",
                                      S.NEEDS_RESPONSE, 9, FEES)  # fmt: skip
     assert [str(m.amount) for m in moves] == ["10000 JPY", "15 JPY"]
 
@@ -150,7 +150,7 @@ def _counts(month: date, settled: int, previous: int, chargebacks: int) -> Month
 
 
 def test_vamp_tightens_from_2_2_to_1_5_percent_in_april_2026() -> None:
-    at_1_8_percent = dict(settled=100_000, previous=100_000, chargebacks=1_800)
+    at_1_8_percent = {"settled": 100_000, "previous": 100_000, "chargebacks": 1_800}
     assert vamp(_counts(date(2026, 3, 1), **at_1_8_percent)).tier == "standard"
     assert vamp(_counts(date(2026, 4, 1), **at_1_8_percent)).tier == "excessive"
 
