@@ -237,3 +237,18 @@ def test_a_rejected_webhook_is_logged_without_the_secret_or_the_payload(
     assert "rejected a webhook" in logged
     assert "4242424242424242" not in logged
     assert all(secret not in logged for secret in stack.runtime.webhooks.secrets)
+
+
+def test_a_constraint_failure_that_is_not_a_duplicate_is_raised_not_acknowledged(
+    stack: LocalStack,
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    def violate(_point: str) -> None:
+        raise IntegrityError("INSERT ...", {}, Exception("FOREIGN KEY constraint failed"))
+
+    handler = WebhookHandler(stack.runtime.sessions, stack.runtime.service, crash_point=violate)
+    event = {"id": "evt_fk", "type": "customer.created", "data": {"object": {"id": "cus_1"}}}
+    with pytest.raises(IntegrityError):
+        handler.apply(event)  # a 500: the PSP retries, nothing is lost
+    assert _inbox(stack) == []

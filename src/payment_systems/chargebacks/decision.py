@@ -15,7 +15,8 @@ explicit instead of burying it in a constant.
 
 The win rate for one dispute is estimated from our own history of the same
 reason code and evidence strength, shrunk toward a prior (Beta-binomial):
-with no history it is the prior, with much history it is the history.
+with no history it is the prior (`STRENGTH_PRIORS`, assumptions stated as
+such), with much history it is the history.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from enum import StrEnum
 
 from payment_systems.money import Money, Rounding
 
-PRIOR_WIN_RATE = Decimal("0.30")  # the study plan's industry figure
+PRIOR_WIN_RATE = Decimal("0.30")  # the study plan's industry-wide figure
 PRIOR_WEIGHT = 10  # the prior counts as this many past disputes
+# Assumed win rates by evidence strength until our own history outweighs them: strong
+# evidence (the rule predicts a win) does better than the industry's 30%, weak far worse.
+STRENGTH_PRIORS = {"strong": Decimal("0.60"), "weak": Decimal("0.10")}
 
 
 class FeeModel(StrEnum):

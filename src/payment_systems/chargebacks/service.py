@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from payment_systems.chargebacks import lifecycle as lc
 from payment_systems.chargebacks.decision import (
+    STRENGTH_PRIORS,
     FeeModel,
     FightDecision,
     estimated_win_rate,
@@ -152,6 +152,7 @@ class DisputeService:
                 reason=dispute.reason, status=dispute.status.value, due_by=due_by, version=0,
             )  # fmt: skip
             session.add(record)
+            session.flush()  # the row exists before its events refer to it
             self._record_step(session, record, dispute, moves)
         steps = path_between(lc.DisputeStatus(record.status), goal)
         if not steps:
@@ -223,7 +224,7 @@ class DisputeService:
             evidence = assemble(record.reason, records_for(session, payment, charge, self.policies))
             won, lost = self._history(session, record, evidence.strength)
             amount = Money(record.amount_minor, record.currency)
-        win_rate = estimated_win_rate(won, lost) if evidence.predicted == "won" else Decimal(0)
+        win_rate = estimated_win_rate(won, lost, STRENGTH_PRIORS[evidence.strength])
         fees = self.fees.in_currency(amount.currency)
         cost = Money.of(self.cost_to_fight.amount, amount.currency, rounding=Rounding.HALF_UP)
         fee = fees.counter_fee if self.fee_model is FeeModel.COUNTER_FEE else fees.dispute_fee

@@ -143,6 +143,10 @@ class WebhookHandler:
                 return WebhookResult(event_id, outcome, payment_id, refetched, created)
         except IntegrityError:
             # The same event delivered twice at the same moment: the other delivery won.
+            # Any other constraint failure is a bug, and acknowledging it would lose the event.
+            with self.sessions() as session:
+                if session.get(WebhookInbox, event_id) is None:
+                    raise
             return WebhookResult(event_id, "duplicate")
 
     def _advance(
