@@ -91,6 +91,8 @@ def test_a_dispute_webhook_records_the_chargeback_and_books_the_withdrawal(
     balances = _balances(stack)
     assert balances["disputed_funds"] == 7_500
     assert balances["dispute_fees"] == 1_500
+    record = _dispute(stack, dispute_id)
+    assert record is not None and record.funds_withdrawn and record.reason == "fraudulent"
 
 
 def test_strong_evidence_is_fought_and_won_and_only_the_dispute_fee_is_lost(
