@@ -64,12 +64,20 @@ def chart_png(result: dict[str, Any]) -> bytes:
     spec = result["plot"]
     rows = result["rows"]
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    width = 0.8 / len(spec["y"])
-    for i, column in enumerate(spec["y"]):
-        xs = [x + i * width for x in range(len(rows))]
-        ax.bar(xs, [float(row[column]) for row in rows], width=width, label=column)
-    ticks = [x + width * (len(spec["y"]) - 1) / 2 for x in range(len(rows))]
-    ax.set_xticks(ticks, [str(row[spec["x"]]) for row in rows])
+    if spec.get("kind") == "line":  # a numeric x axis: a curve, its best point marked
+        xs_line = [float(row[spec["x"]]) for row in rows]
+        for column in spec["y"]:
+            ax.plot(xs_line, [float(row[column]) for row in rows], marker=".", label=column)
+        for row in rows:
+            if row.get(spec.get("mark", "")):
+                ax.axvline(float(row[spec["x"]]), color="grey", linestyle="--", alpha=0.6)
+    else:
+        width = 0.8 / len(spec["y"])
+        for i, column in enumerate(spec["y"]):
+            xs = [x + i * width for x in range(len(rows))]
+            ax.bar(xs, [float(row[column]) for row in rows], width=width, label=column)
+        ticks = [x + width * (len(spec["y"]) - 1) / 2 for x in range(len(rows))]
+        ax.set_xticks(ticks, [str(row[spec["x"]]) for row in rows])
     ax.set_xlabel(spec["x"])
     ax.set_ylabel(", ".join(spec["y"]))
     ax.set_title(spec.get("title", result["title"]))

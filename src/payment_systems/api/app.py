@@ -179,6 +179,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
             parsed.description,
             parsed.metadata,
             client_ip=request.client.host if request.client else None,
+            risk_score=parsed.risk_score,
         )
         key = request.headers.get("idempotency-key") or ""
 

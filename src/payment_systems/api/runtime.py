@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from payment_systems.chargebacks.prevention import ThreeDSPolicy
 from payment_systems.chargebacks.service import DisputeService
 from payment_systems.config import Settings
 from payment_systems.core.idempotency import IdempotencyBackend, RedisIdempotency
@@ -84,10 +85,11 @@ def build_runtime(
         psp = PSPClient.from_env(breaker=breaker)
     crash = _crash_at(settings.crash_at) if settings.crash_at else None
     fraud = VelocityRules(client) if settings.fraud_rules else None
+    three_ds = ThreeDSPolicy(settings.three_ds_threshold)
     service = (
-        PaymentService(sessions, psp, crash_point=crash, fraud=fraud)
+        PaymentService(sessions, psp, crash_point=crash, fraud=fraud, three_ds=three_ds)
         if crash
-        else PaymentService(sessions, psp, fraud=fraud)
+        else PaymentService(sessions, psp, fraud=fraud, three_ds=three_ds)
     )
     disputes = DisputeService(sessions, DisputeGateway(psp))
     return Runtime(

@@ -30,6 +30,11 @@ class CreatePaymentBody(BaseModel):
     capture_method: Literal["automatic", "manual"] = "automatic"
     description: StrictStr | None = Field(default=None, max_length=1000)
     metadata: dict[StrictStr, StrictStr] = Field(default_factory=dict, max_length=50)
+    risk_score: StrictInt | None = Field(
+        default=None, ge=0, le=99,
+        description="Your fraud model's score, 0-99 (like Stripe Radar's); at or above the 3DS "
+        "threshold the customer is asked to authenticate",
+    )  # fmt: skip
 
 
 class CaptureBody(BaseModel):
@@ -65,6 +70,9 @@ def payment_view(payment: Payment) -> dict[str, Any]:
         "amount_refunded": payment.amount_refunded,
         "failure_code": payment.failure_code,
         "psp_payment_intent": payment.psp_intent_id,
+        "next_action": {"type": "three_d_secure", "psp_payment_intent": payment.psp_intent_id}
+        if payment.status == "requires_action"
+        else None,
         "created": int(payment.created_at.replace(tzinfo=UTC).timestamp()),
     }
 

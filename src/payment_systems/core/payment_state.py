@@ -2,6 +2,7 @@
 
 ::
 
+    processing ──action required (3DS)──▶ requires_action ──(customer authenticates)──▶ …
     processing ──authorized (manual)──▶ requires_capture ──captured──▶ succeeded
         │   └──────captured (automatic)─────────────────────────────▶ succeeded
         ├──failed──▶ failed                       requires_capture ──canceled──▶ canceled
@@ -28,12 +29,14 @@ FAILED = "PaymentFailed"
 CANCELED = "PaymentCanceled"
 REFUNDED = "PaymentRefunded"
 UNKNOWN = "PaymentOutcomeUnknown"
+ACTION_REQUIRED = "PaymentActionRequired"
 
 # status -> events allowed from it
 TRANSITIONS: dict[str, set[str]] = {
     "new": {CREATED},
-    "processing": {AUTHORIZED, CAPTURED, FAILED, UNKNOWN},
-    "unknown": {AUTHORIZED, CAPTURED, FAILED, UNKNOWN},
+    "processing": {AUTHORIZED, CAPTURED, FAILED, UNKNOWN, ACTION_REQUIRED},
+    "unknown": {AUTHORIZED, CAPTURED, FAILED, UNKNOWN, ACTION_REQUIRED},
+    "requires_action": {AUTHORIZED, CAPTURED, FAILED, CANCELED, UNKNOWN},
     "requires_capture": {CAPTURED, CANCELED, UNKNOWN},
     "succeeded": {REFUNDED},
     "partially_refunded": {REFUNDED},
@@ -103,6 +106,8 @@ def apply(state: PaymentState, event_type: str, data: Mapping[str, Any]) -> Paym
         return replace(state, status="canceled", amount_capturable=0, version=version)
     if event_type == UNKNOWN:
         return replace(state, status="unknown", version=version)
+    if event_type == ACTION_REQUIRED:
+        return replace(state, status="requires_action", psp_intent_id=intent, version=version)
     # REFUNDED
     refunded = state.amount_refunded + int(data["amount"])
     if refunded > state.amount_captured:

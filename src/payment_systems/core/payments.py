@@ -32,6 +32,7 @@ import stripe
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from payment_systems.chargebacks.prevention import ThreeDSPolicy
 from payment_systems.core import payment_state as ps
 from payment_systems.core.ledger import Ledger, transfer
 from payment_systems.database.ledger_store import SqlJournalStore
@@ -75,6 +76,7 @@ class CreatePayment:
     description: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     client_ip: str | None = None  # for the fraud velocity rules
+    risk_score: int | None = None  # the merchant's fraud score, 0-99: decides 3DS
 
 
 def _no_crash(point: str) -> None:
@@ -112,12 +114,14 @@ class PaymentService:
         new_id: Callable[[], str] = new_payment_id,
         crash_point: Callable[[str], None] = _no_crash,
         fraud: VelocityRules | None = None,
+        three_ds: ThreeDSPolicy | None = None,
     ) -> None:
         self.sessions = sessions
         self.psp = psp
         self.new_id = new_id
         self.crash_point = crash_point
         self.fraud = fraud
+        self.three_ds = three_ds
 
     # -- commands -------------------------------------------------------------------
 
@@ -137,6 +141,8 @@ class PaymentService:
                 payment_method=command.payment_method,
                 capture=command.capture_method == "automatic",
                 metadata=dict(command.metadata),
+                three_d_secure=self.three_ds is not None
+                and self.three_ds.challenge(command.risk_score),
             )
         except PSPDeclined as exc:
             if self.fraud is not None:
@@ -336,6 +342,8 @@ class PaymentService:
             return [(ps.CAPTURED, {**base, **booked})]
         if intent.status == "requires_capture":
             return [(ps.AUTHORIZED, {**base, "amount_capturable": intent.amount_capturable})]
+        if intent.status == "requires_action":  # 3DS: the customer must authenticate first
+            return [(ps.ACTION_REQUIRED, base)]
         if intent.status == "canceled":
             return [(ps.CANCELED, base)]
         error = intent.last_payment_error

@@ -17,7 +17,7 @@ from typing import Any
 
 from payment_systems.core import payment_state as ps
 
-OPEN = {"new", "processing", "unknown"}
+OPEN = {"new", "processing", "unknown", "requires_action"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,7 @@ def view_of(obj: Mapping[str, Any]) -> PspView:
     if status == "requires_payment_method" and error:
         return PspView(status="failed", intent_id=obj.get("id"), failure_code=error.get("code"))
     mapped = {
+        "requires_action": "requires_action",
         "succeeded": "succeeded",
         "requires_capture": "requires_capture",
         "canceled": "canceled",
@@ -86,7 +87,9 @@ def events_to_reach(state: ps.PaymentState, view: PspView) -> list[tuple[str, di
     base: dict[str, Any] = {"psp_intent_id": view.intent_id} if view.intent_id else {}
     events: list[tuple[str, dict[str, Any]]] = []
     status = state.status
-    if view.status == "requires_capture" and status in OPEN:
+    if view.status == "requires_action" and status in ("processing", "unknown"):
+        events.append((ps.ACTION_REQUIRED, base))
+    elif view.status == "requires_capture" and status in OPEN:
         events.append(
             (ps.AUTHORIZED, {**base, "amount_capturable": view.amount_capturable or state.amount})
         )
