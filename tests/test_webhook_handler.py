@@ -252,3 +252,23 @@ def test_a_constraint_failure_that_is_not_a_duplicate_is_raised_not_acknowledged
     with pytest.raises(IntegrityError):
         handler.apply(event)  # a 500: the PSP retries, nothing is lost
     assert _inbox(stack) == []
+
+
+def test_a_write_conflict_with_a_concurrent_writer_is_retried_once_in_a_fresh_transaction(
+    stack: LocalStack,
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    conflicts = iter([IntegrityError("INSERT ...", {}, Exception("UNIQUE constraint failed"))])
+
+    def first_attempt_loses_the_race(_point: str) -> None:
+        error = next(conflicts, None)
+        if error is not None:
+            raise error
+
+    handler = WebhookHandler(
+        stack.runtime.sessions, stack.runtime.service, crash_point=first_attempt_loses_the_race
+    )
+    event = {"id": "evt_race", "type": "customer.created", "data": {"object": {"id": "cus_1"}}}
+    assert handler.apply(event).outcome == "ignored"
+    assert _inbox(stack) == [("evt_race", "ignored")]

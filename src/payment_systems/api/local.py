@@ -39,8 +39,14 @@ class LocalStack:
 
 
 @contextmanager
-def local_stack(merchant_name: str = "Demo Shop") -> Iterator[LocalStack]:
-    """Start everything; stop and delete everything when the block ends."""
+def local_stack(
+    merchant_name: str = "Demo Shop", *, fraud_rules: bool = True
+) -> Iterator[LocalStack]:
+    """Start everything; stop and delete everything when the block ends.
+
+    ``fraud_rules=False`` is for simulations that reuse one test card many
+    times, which the velocity rules would rightly block.
+    """
     with (
         tempfile.TemporaryDirectory(prefix="payment-systems-") as tmp,
         run_sandbox() as sandbox,
@@ -53,7 +59,7 @@ def local_stack(merchant_name: str = "Demo Shop") -> Iterator[LocalStack]:
             merchant, api_key = create_merchant(session, merchant_name)
         psp_key = "sk_test_" + secrets.token_hex(12)
         runtime = build_runtime(
-            Settings(database_url=database_url),
+            Settings(database_url=database_url, fraud_rules=fraud_rules),
             psp=PSPClient(psp_key, sandbox.url),
             redis_client=redis_server.client(),
         )

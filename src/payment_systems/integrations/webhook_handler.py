@@ -109,45 +109,56 @@ class WebhookHandler:
         return self.apply(json.loads(payload))
 
     def apply(self, event: Mapping[str, Any]) -> WebhookResult:
-        """Apply a verified event exactly once (the inbox) and never backwards (psp_sync)."""
+        """Apply a verified event exactly once (the inbox) and never backwards (psp_sync).
+
+        A unique-constraint failure means someone else changed the same rows
+        first: the same event delivered twice at once (the inbox), or our own
+        API recording the same capture a moment earlier (the payment's event
+        version, the journal id). Retrying once in a fresh transaction sees
+        their committed work and settles it as ``duplicate`` or ``stale``. A
+        second failure is raised, never acknowledged: a 500 makes the PSP
+        deliver again, where a 2xx would lose the event.
+        """
+        for attempt in (1, 2):
+            try:
+                return self._apply_once(event)
+            except IntegrityError:
+                with self.sessions() as session:
+                    if session.get(WebhookInbox, str(event["id"])) is not None:
+                        return WebhookResult(str(event["id"]), "duplicate")
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _apply_once(self, event: Mapping[str, Any]) -> WebhookResult:
         event_id, event_type = str(event["id"]), str(event["type"])
         created = int(event.get("created") or 0)
         obj: Mapping[str, Any] = event["data"]["object"]
-        try:
-            with unit_of_work(self.sessions) as session:
-                if session.get(WebhookInbox, event_id) is not None:
-                    return WebhookResult(event_id, "duplicate")
-                payment = (
-                    self._payment_for(session, obj)
-                    if event_type.startswith(PAYMENT_EVENTS)
-                    else None
+        with unit_of_work(self.sessions) as session:
+            if session.get(WebhookInbox, event_id) is not None:
+                return WebhookResult(event_id, "duplicate")
+            payment = (
+                self._payment_for(session, obj) if event_type.startswith(PAYMENT_EVENTS) else None
+            )
+            outcome, refetched = "ignored", False
+            payment_id = payment.id if payment else None
+            if payment is not None:
+                outcome, refetched = self._advance(session, payment, obj)
+            elif event_type.startswith("charge.dispute.") and self.disputes is not None:
+                # Like payments: the event says "look", the PSP says what is true now.
+                fresh = self.disputes.gateway.retrieve(str(obj["id"]))
+                (outcome, payment_id), refetched = self.disputes.sync(session, fresh), True
+            session.add(
+                WebhookInbox(
+                    event_id=event_id,
+                    type=event_type,
+                    payment_id=payment_id,
+                    outcome=outcome,
+                    event_created=created,
                 )
-                outcome, refetched = "ignored", False
-                payment_id = payment.id if payment else None
-                if payment is not None:
-                    outcome, refetched = self._advance(session, payment, obj)
-                elif event_type.startswith("charge.dispute.") and self.disputes is not None:
-                    # Like payments: the event says "look", the PSP says what is true now.
-                    fresh = self.disputes.gateway.retrieve(str(obj["id"]))
-                    (outcome, payment_id), refetched = self.disputes.sync(session, fresh), True
-                session.add(
-                    WebhookInbox(
-                        event_id=event_id,
-                        type=event_type,
-                        payment_id=payment_id,
-                        outcome=outcome,
-                        event_created=created,
-                    )
-                )
-                self.crash_point("before_commit")
-                return WebhookResult(event_id, outcome, payment_id, refetched, created)
-        except IntegrityError:
-            # The same event delivered twice at the same moment: the other delivery won.
-            # Any other constraint failure is a bug, and acknowledging it would lose the event.
-            with self.sessions() as session:
-                if session.get(WebhookInbox, event_id) is None:
-                    raise
-            return WebhookResult(event_id, "duplicate")
+            )
+            self.crash_point("before_commit")
+            return WebhookResult(event_id, outcome, payment_id, refetched, created)
 
     def _advance(
         self, session: Session, payment: Payment, obj: Mapping[str, Any]
