@@ -204,3 +204,19 @@ def test_a_round_trip_never_creates_money(
         return
     back = fx.quote(there, "USD").converted
     assert back.amount_minor <= cents
+
+
+def test_quotes_from_one_snapshot_offer_no_arbitrage_loop_even_at_mid() -> None:
+    from payment_systems.fx.arbitrage import opportunities, quotes_from_base
+
+    per_usd = {"EUR": Decimal("0.9213"), "JPY": Decimal("151.37"), "KWD": Decimal("0.3071")}
+    assert opportunities(quotes_from_base(per_usd, "USD")) == []
+
+
+def test_one_stale_quote_opens_a_loop_worth_exactly_the_move() -> None:
+    from payment_systems.fx.arbitrage import opportunities, quotes_from_base
+
+    quotes = quotes_from_base({"EUR": Decimal("0.92"), "GBP": Decimal("0.79")}, "USD")
+    quotes["USD"] = {**quotes["USD"], "GBP": Decimal("0.79") * Decimal("1.002")}
+    [loop] = opportunities(quotes)
+    assert loop.profit_bps == Decimal("20.00")
