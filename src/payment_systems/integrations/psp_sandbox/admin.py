@@ -1,8 +1,17 @@
-"""``/_sandbox/faults`` and ``/healthz``: the sandbox's own control surface (JSON, not form)."""
+"""The sandbox's own control surface (JSON, not form): faults, duplicate counts, health.
+
+``GET /_sandbox/charges/duplicates?metadata_key=K[&run_key=R&run=V]`` answers
+the question a load test must ask the PSP, not us: did any logical payment
+get charged twice? Charges are grouped by ``metadata[K]`` (the client's
+idempotency key, which the load generator puts in the metadata), optionally
+limited to one run (``metadata[R] == V``); every paid charge beyond the first
+in a group is a duplicate charge.
+"""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -37,10 +46,39 @@ def admin_routes(sb: Sandbox) -> list[Route]:
         except SandboxError as exc:
             return JSONResponse(exc.body(), status_code=exc.status)
 
+    async def duplicates(request: Request) -> Response:
+        try:
+            account = account_for(_api_key(request))
+            key = request.query_params.get("metadata_key")
+            if not key:
+                raise InvalidRequest("metadata_key is required, e.g. ?metadata_key=load_key")
+            run_key, run = request.query_params.get("run_key"), request.query_params.get("run")
+            groups: Counter[str] = Counter()
+            with sb.store.tx() as conn:
+                for _, charge in sb.store.find(conn, account, "charge"):
+                    meta = charge.get("metadata") or {}
+                    if not charge.get("paid") or key not in meta:
+                        continue
+                    if run_key and meta.get(run_key) != run:
+                        continue
+                    groups[str(meta[key])] += 1
+            doubled = {k: n for k, n in groups.items() if n > 1}
+            body = {
+                "object": "sandbox.duplicates",
+                "charges": sum(groups.values()),
+                "keys": len(groups),
+                "duplicate_charges": sum(n - 1 for n in doubled.values()),
+                "examples": sorted(doubled)[:5],
+            }
+            return JSONResponse(body)
+        except SandboxError as exc:
+            return JSONResponse(exc.body(), status_code=exc.status)
+
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     return [
         Route("/_sandbox/faults", faults, methods=["GET", "POST", "DELETE"]),
+        Route("/_sandbox/charges/duplicates", duplicates, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
     ]

@@ -1,0 +1,1 @@
+"""Load testing: an open-loop generator, its reports, and the capacity search."""
