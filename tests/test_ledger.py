@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -158,3 +160,25 @@ def test_any_operation_sequence_keeps_every_currency_balanced(
             m.amount_minor for h, m in holds if h not in resolved and m.currency == currency
         )
         assert ledger.balance("psp_receivable", currency, pending=True).amount_minor == open_holds
+
+
+def test_an_account_created_in_a_rolled_back_transaction_is_never_reused(any_engine: Any) -> None:
+    import sqlalchemy as sa
+
+    from payment_systems.core.ledger import Ledger, transfer
+    from payment_systems.database.ledger_store import SqlJournalStore, account_balances
+    from payment_systems.database.migrate import upgrade
+    from payment_systems.database.models import LedgerAccount
+    from payment_systems.database.session import session_factory
+
+    upgrade(any_engine)
+    sessions = session_factory(any_engine)
+    legs = transfer("dispute_fees", "psp_receivable", Money(1_500, "USD"))
+    with sessions() as session:
+        Ledger(SqlJournalStore(session)).post("j1", legs, "rolled back")
+        session.rollback()  # the accounts created above never existed
+    with sessions.begin() as session:
+        Ledger(SqlJournalStore(session)).post("j2", legs, "committed")
+    with sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(LedgerAccount)) == 2
+        assert account_balances(session)[("dispute_fees", "USD")] == 1_500

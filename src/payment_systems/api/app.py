@@ -132,6 +132,10 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
 
     def idempotent(request: Request, merchant_id: str, body: bytes, handler: Handler) -> Response:
         key = validate_key(request.headers.get("idempotency-key"))
+        if not rt().idempotency_layer:  # the overhead benchmark's baseline: no Redis at all
+            status, payload = handler()
+            media = PROBLEM_JSON if status >= 400 else "application/json"
+            return Response(encode(payload), status_code=status, media_type=media)
         backend = rt().idempotency
         begun = backend.begin(merchant_id, key, fingerprint(request.method, request.url.path, body))
         if begun.outcome is Outcome.REPLAY:

@@ -47,6 +47,7 @@ class Runtime:
     webhooks: WebhookHandler
     metrics: PaymentMetrics
     disputes: DisputeService | None = None
+    idempotency_layer: bool = True  # off only in the benchmark that measures its overhead
     max_body_bytes: int = MAX_BODY_BYTES
     _merchants: dict[str, str] = field(default_factory=dict)
 
@@ -99,6 +100,7 @@ def build_runtime(
         service=service,
         webhooks=WebhookHandler(sessions, service, settings.webhook_secrets, disputes=disputes),
         disputes=disputes,
+        idempotency_layer=settings.idempotency_layer,
         metrics=PaymentMetrics(
             backlog=OutboxRelay(engine, client).backlog, breaker=lambda: _breaker_state(psp)
         ),

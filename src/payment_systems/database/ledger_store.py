@@ -7,14 +7,23 @@ created on first use, one per (code, currency).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 
 import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from payment_systems.core.ledger import CHART, Direction, Journal, JournalKind, Leg
 from payment_systems.database.models import LedgerAccount, LedgerEntry, LedgerJournal
 from payment_systems.money import Money
+
+# Committed account ids per engine: accounts are never deleted or renumbered, so a
+# process can remember them and skip one query per ledger leg on the hot path.
+_COMMITTED: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str], int]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class SqlJournalStore:
@@ -23,9 +32,13 @@ class SqlJournalStore:
     def __init__(self, session: Session) -> None:
         self.session = session
         self._accounts: dict[tuple[str, str], int] = {}
+        bind = session.get_bind()
+        engine = bind if isinstance(bind, Engine) else bind.engine
+        self._committed = _COMMITTED.setdefault(engine, {})
 
     def _account_id(self, code: str, currency: str) -> int:
-        cached = self._accounts.get((code, currency))
+        key = (code, currency)
+        cached = self._accounts.get(key) or self._committed.get(key)
         if cached is not None:
             return cached
         account = self.session.scalar(
@@ -37,7 +50,11 @@ class SqlJournalStore:
             account = LedgerAccount(code=code, currency=currency, kind=CHART[code].value)
             self.session.add(account)
             self.session.flush()
-        self._accounts[(code, currency)] = account.id
+        self._accounts[key] = account.id
+        # Remember it process-wide only once this transaction commits: a rolled-back
+        # account id must never be reused.
+        committed, found = self._committed, dict(self._accounts)
+        event.listen(self.session, "after_commit", lambda _s: committed.update(found), once=True)
         return account.id
 
     def append(self, journal: Journal) -> None:

@@ -1,0 +1,115 @@
+"""The full system as separate processes on this machine, for load tests and chaos.
+
+In-process stacks (`payment_systems.api.local`) share one interpreter lock
+with the load generator, which measures the GIL, not the system. Here each
+part gets its own process, as in production: ``payment-systems serve`` with
+N uvicorn workers, the PSP sandbox, an embedded redis-server, and SQLite or
+an embedded PostgreSQL. Everything is started fresh and removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from payment_systems.core.merchants import create_merchant
+from payment_systems.database.migrate import upgrade
+from payment_systems.database.session import session_factory, unit_of_work
+from payment_systems.infra import EmbeddedRedis, create_engine
+from payment_systems.integrations.psp_sandbox.server import free_port, run_sandbox_process
+
+
+@dataclass(frozen=True)
+class RunningSystem:
+    """Where the parts are, and the keys to use them."""
+
+    url: str
+    api_key: str
+    psp_url: str
+    psp_key: str
+    redis_url: str
+    database_url: str
+    api_pid: int
+    sandbox_pid: int
+    redis_pid: int
+
+
+def _database(stack: ExitStack, kind: str, tmp: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp / 'payments.db'}"
+    if kind == "postgres":
+        from payment_systems.infra.postgres import EmbeddedPostgres
+
+        server = stack.enter_context(EmbeddedPostgres(tmp / "pg"))
+        return server.create_database("payments")
+    raise ValueError(f"database must be sqlite or postgres, not {kind!r}")
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the API did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+
+
+@contextmanager
+def running_system(
+    database: str = "sqlite", workers: int = 2, **env: str
+) -> Iterator[RunningSystem]:
+    """Start the system; ``env`` adds settings (e.g. ``IDEMPOTENCY_LAYER="off"``)."""
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="payment-systems-") as raw:
+        tmp = Path(raw)
+        redis_server = stack.enter_context(EmbeddedRedis())
+        psp_url, sandbox_pid = stack.enter_context(run_sandbox_process())
+        database_url = _database(stack, database, tmp)
+        engine = create_engine(database_url)
+        upgrade(engine)
+        with unit_of_work(session_factory(engine)) as session:
+            _merchant, api_key = create_merchant(session, "Load Test Shop")
+        engine.dispose()
+        port, psp_key = free_port(), "sk_test_" + secrets.token_hex(12)
+        settings = {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_server.url,
+            "PSP_API_BASE": psp_url,
+            "PSP_API_KEY": psp_key,
+            "FRAUD_RULES": "off",  # one test card, thousands of times, from one IP
+            **env,
+        }
+        log = tmp / "api.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "payment_systems", "serve", "--port", str(port),
+                 "--workers", str(workers)],
+                env={**os.environ, **settings}, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            url = f"http://127.0.0.1:{port}"
+            try:
+                _wait_healthy(url, process, log)
+                yield RunningSystem(
+                    url, api_key, psp_url, psp_key, redis_server.url, database_url,
+                    process.pid, sandbox_pid, redis_server.pid,
+                )  # fmt: skip
+            finally:
+                process.terminate()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:  # pragma: no cover - a wedged worker
+                    process.kill()
+                    process.wait()
