@@ -43,14 +43,20 @@ def test_100_concurrent_identical_requests_make_exactly_one_payment_intent(
     psp_sandbox: object, psp_key: str
 ) -> None:
     url = psp_sandbox.url  # type: ignore[attr-defined]
-    # A slow card network (1 s once the key is claimed) keeps the first request in flight
-    # while the other 99, released together by a barrier, arrive.
-    _fault(url, psp_key, kind="latency", ms=1000, phase="after", duration_s=30)
+    # A slow card network (2 s once the key is claimed) keeps the first request in flight
+    # while the other 99, released together by a barrier, arrive. Each thread opens its
+    # connection before the barrier: building 100 HTTP clients after it took longer than
+    # the window on a loaded CI machine, and the race never happened.
+    _fault(url, psp_key, kind="latency", ms=2000, phase="after", duration_s=60)
     barrier = threading.Barrier(100)
 
     def send(_: int) -> httpx.Response:
-        barrier.wait()
-        return _post(url, psp_key, "/v1/payment_intents", BODY, "same-key")
+        with httpx.Client(auth=(psp_key, ""), timeout=30) as client:
+            client.get(f"{url}/healthz")  # connected and warm
+            barrier.wait()
+            return client.post(
+                f"{url}/v1/payment_intents", data=BODY, headers={"Idempotency-Key": "same-key"}
+            )
 
     with ThreadPoolExecutor(max_workers=100) as pool:
         responses = list(pool.map(send, range(100)))
