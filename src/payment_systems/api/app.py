@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from payment_systems import __version__
+from payment_systems.api.admission import AdmissionControl
 from payment_systems.api.problems import PROBLEM_JSON, from_error, problem
 from payment_systems.api.runtime import Runtime, build_runtime
 from payment_systems.api.schemas import (
@@ -100,6 +101,12 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         if "rt" not in state:
             state["rt"] = runtime or build_runtime()
         return state["rt"]
+
+    app.add_middleware(
+        AdmissionControl,
+        limit=lambda: rt().admission_limit,
+        on_shed=lambda: rt().metrics.shed.inc(),
+    )
 
     @app.exception_handler(PaymentSystemsError)
     async def typed_error(_: Request, exc: PaymentSystemsError) -> Response:

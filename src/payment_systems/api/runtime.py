@@ -48,6 +48,7 @@ class Runtime:
     metrics: PaymentMetrics
     disputes: DisputeService | None = None
     idempotency_layer: bool = True  # off only in the benchmark that measures its overhead
+    admission_limit: int = 64  # requests in flight in this worker before shedding (0: none)
     max_body_bytes: int = MAX_BODY_BYTES
     _merchants: dict[str, str] = field(default_factory=dict)
 
@@ -101,6 +102,7 @@ def build_runtime(
         webhooks=WebhookHandler(sessions, service, settings.webhook_secrets, disputes=disputes),
         disputes=disputes,
         idempotency_layer=settings.idempotency_layer,
+        admission_limit=settings.admission_limit,
         metrics=PaymentMetrics(
             backlog=OutboxRelay(engine, client).backlog, breaker=lambda: _breaker_state(psp)
         ),

@@ -81,6 +81,11 @@ class PaymentMetrics:
         self.webhooks = Counter(
             "webhooks", "Webhook deliveries by outcome", ["outcome"], registry=self.registry
         )
+        self.shed = Counter(
+            "requests_shed",
+            "Requests refused by admission control (503 before any work)",
+            registry=self.registry,
+        )
         self.webhook_lag = Histogram(
             "webhook_lag_seconds",
             "From the PSP creating an event to us applying it",
