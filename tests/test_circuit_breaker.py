@@ -12,6 +12,7 @@ from payment_systems.patterns.circuit_breaker import (
     BreakerConfig,
     BreakerState,
     BreakerStore,
+    CachedBreakerStore,
     CircuitBreaker,
     CircuitOpen,
     MemoryBreakerStore,
@@ -29,13 +30,15 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cached-redis"])
 def make_breaker(
     request: pytest.FixtureRequest, redis_client: redis.Redis
 ) -> Callable[[FakeClock], CircuitBreaker]:
-    store: BreakerStore = (
-        MemoryBreakerStore() if request.param == "memory" else RedisBreakerStore(redis_client)
-    )
+    store: BreakerStore = {
+        "memory": MemoryBreakerStore,
+        "redis": lambda: RedisBreakerStore(redis_client),
+        "cached-redis": lambda: CachedBreakerStore(RedisBreakerStore(redis_client)),
+    }[request.param]()
     return lambda clock: CircuitBreaker("psp", CONFIG, store=store, clock=clock)
 
 
@@ -173,3 +176,43 @@ def test_concurrent_probes_in_half_open_admit_exactly_one(redis_client: redis.Re
     for t in threads:
         t.join()
     assert admitted.count(True) == 1
+
+
+def _script_calls(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(int(stats.get(k, {}).get("calls", 0)) for k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+def test_a_closed_cached_breaker_costs_no_redis_round_trips_on_the_happy_path(
+    redis_client: redis.Redis,
+) -> None:
+    clock = FakeClock()
+    store = CachedBreakerStore(RedisBreakerStore(redis_client), ttl_s=0.25)
+    breaker = CircuitBreaker("happy", CONFIG, store=store, clock=clock)
+    breaker.before_call()  # one read of the shared state
+    before = _script_calls(redis_client)
+    for _ in range(100):
+        clock.now += 0.001
+        breaker.before_call()
+        breaker.record_success()
+    assert _script_calls(redis_client) == before
+
+
+def test_a_cached_worker_sees_the_fleet_open_the_breaker_within_its_ttl(
+    redis_client: redis.Redis,
+) -> None:
+    clock = FakeClock()
+    cached = CircuitBreaker(
+        "fleet",
+        CONFIG,
+        clock=clock,
+        store=CachedBreakerStore(RedisBreakerStore(redis_client), ttl_s=0.25),
+    )
+    other = CircuitBreaker("fleet", CONFIG, store=RedisBreakerStore(redis_client), clock=clock)
+    cached.before_call()
+    for _ in range(3):
+        other.record_failure()  # another worker's failures open it
+    cached.before_call()  # still inside the ttl: allowed (the documented price)
+    clock.now += 0.25
+    with pytest.raises(CircuitOpen):
+        cached.before_call()

@@ -30,7 +30,11 @@ from payment_systems.integrations.psp_disputes import DisputeGateway
 from payment_systems.integrations.stripe_client import PSPClient
 from payment_systems.integrations.webhook_handler import WebhookHandler
 from payment_systems.monitoring.metrics import PaymentMetrics
-from payment_systems.patterns.circuit_breaker import CircuitBreaker, RedisBreakerStore
+from payment_systems.patterns.circuit_breaker import (
+    CachedBreakerStore,
+    CircuitBreaker,
+    RedisBreakerStore,
+)
 from payment_systems.patterns.outbox import OutboxRelay
 
 MAX_BODY_BYTES = 16 * 1024
@@ -83,7 +87,7 @@ def build_runtime(
     client = redis_client or connect_redis(settings.redis_url)
     if psp is None:
         # One breaker for the whole fleet: every worker sees the same PSP health.
-        breaker = CircuitBreaker("psp", store=RedisBreakerStore(client))
+        breaker = CircuitBreaker("psp", store=CachedBreakerStore(RedisBreakerStore(client)))
         psp = PSPClient.from_env(breaker=breaker)
     crash = _crash_at(settings.crash_at) if settings.crash_at else None
     fraud = VelocityRules(client) if settings.fraud_rules else None

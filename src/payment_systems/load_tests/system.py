@@ -84,7 +84,14 @@ def running_system(
             _merchant, api_key = create_merchant(session, "Load Test Shop")
         engine.dispose()
         port, psp_key = free_port(), "sk_test_" + secrets.token_hex(12)
+        endpoint = httpx.post(  # the PSP's webhooks come back to the API, as in production
+            f"{psp_url}/v1/webhook_endpoints",
+            data={"url": f"http://127.0.0.1:{port}/v1/webhooks/psp", "enabled_events[]": "*"},
+            auth=(psp_key, ""),
+        )
+        endpoint.raise_for_status()
         settings = {
+            "PSP_WEBHOOK_SECRETS": str(endpoint.json()["secret"]),
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_server.url,
             "PSP_API_BASE": psp_url,

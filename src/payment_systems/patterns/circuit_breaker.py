@@ -260,6 +260,55 @@ class RedisBreakerStore:
         return BreakerState(as_text(state))
 
 
+class CachedBreakerStore:
+    """A shared store read at most every ``ttl_s`` per process while the breaker is closed.
+
+    With `RedisBreakerStore` alone, every PSP call costs two Redis round trips
+    (may I call? it worked), which is most of the Redis traffic of a payment.
+    While the breaker is closed both answers are known in advance: yes, and
+    nothing changes. So this wrapper answers them from memory for ``ttl_s``
+    after it last saw "closed", and goes to the shared store only for
+    failures (they must be counted fleet-wide), for probes, and when its
+    view is stale. The price: after another worker opens the breaker, this
+    one may send calls for up to ``ttl_s`` more (250 ms by default), a few
+    requests against seconds of outage.
+    """
+
+    def __init__(self, inner: BreakerStore, ttl_s: float = 0.25) -> None:
+        self.inner = inner
+        self.ttl_s = ttl_s
+        self._closed_seen: dict[str, float] = {}  # name -> when the shared store said closed
+
+    def _fresh_closed(self, name: str, now: float) -> bool:
+        seen = self._closed_seen.get(name)
+        return seen is not None and 0 <= now - seen < self.ttl_s
+
+    def _remember(self, name: str, now: float, state: BreakerState) -> BreakerState:
+        if state is BreakerState.CLOSED:
+            self._closed_seen[name] = now
+        else:
+            self._closed_seen.pop(name, None)
+        return state
+
+    def acquire(self, name: str, now: float, config: BreakerConfig) -> Permit:
+        if self._fresh_closed(name, now):
+            return Permit(True, BreakerState.CLOSED)
+        permit = self.inner.acquire(name, now, config)
+        self._remember(name, now, permit.state)
+        return permit
+
+    def success(self, name: str, now: float) -> BreakerState:
+        if self._fresh_closed(name, now):
+            return BreakerState.CLOSED  # a success while closed changes nothing
+        return self._remember(name, now, self.inner.success(name, now))
+
+    def failure(self, name: str, now: float, config: BreakerConfig) -> BreakerState:
+        return self._remember(name, now, self.inner.failure(name, now, config))
+
+    def state(self, name: str, now: float, config: BreakerConfig) -> BreakerState:
+        return self.inner.state(name, now, config)
+
+
 class CircuitBreaker:
     """Guard calls to one dependency: ``with breaker.guard(): call()``.
 

@@ -74,11 +74,15 @@ def admin_routes(sb: Sandbox) -> list[Route]:
         except SandboxError as exc:
             return JSONResponse(exc.body(), status_code=exc.status)
 
+    async def stats(_: Request) -> Response:
+        return JSONResponse({"object": "sandbox.stats", "api_requests": sb.api_requests})
+
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     return [
         Route("/_sandbox/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route("/_sandbox/charges/duplicates", duplicates, methods=["GET"]),
+        Route("/_sandbox/stats", stats, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
     ]

@@ -93,6 +93,7 @@ class Sandbox:
         new_id: Callable[[str], str] = random_id,
     ) -> None:
         self.store = Store(database_url, wall_clock=wall_clock)
+        self.api_requests = 0
         self.faults = faults or FaultBook()
         self.new_id = new_id
         self.dispatcher = Dispatcher(self.store, retry_policy)
@@ -101,6 +102,7 @@ class Sandbox:
 
     def endpoint(self, handler: Handler, *, idempotent: bool) -> Callable[[Request], Any]:
         async def run(request: Request) -> Response:
+            self.api_requests += 1  # for load tests: PSP calls per payment
             request_id = self.new_id("req")
             try:
                 account = account_for(_api_key(request))
