@@ -28,5 +28,10 @@ for name in bench_render.names():
         section += ["", str(result["notes"])]
     parts.append("\n".join(section) + "\n")
 
+# Figures a benchmark drew itself (a flame graph, say) ship beside the charts.
+for figure in sorted(bench_render.RESULTS.glob("*.svg")):
+    with mkdocs_gen_files.open(f"benchmarks/{figure.name}", "wb") as out:
+        out.write(figure.read_bytes())
+
 with mkdocs_gen_files.open("benchmarks.md", "w") as page:
     page.write("\n".join(parts))

@@ -24,7 +24,7 @@ class Settings:
     crash_at: str | None = None  # chaos only: a recovery point at which the worker kills itself
     webhook_secrets: tuple[str, ...] = ()  # PSP_WEBHOOK_SECRETS, comma-separated (rotation)
     fraud_rules: bool = True  # FRAUD_RULES=off disables velocity checks (load tests)
-    admission_limit: int = 64  # ADMISSION_LIMIT: requests in flight per worker; 0 = unbounded
+    admission_limit: int = 16  # ADMISSION_LIMIT: requests in flight per worker; 0 = unbounded
     idempotency_layer: bool = True  # IDEMPOTENCY_LAYER=off: only to measure its overhead
     three_ds_threshold: int = 38  # THREE_DS_THRESHOLD: challenge risk_score >= this (0-99; 100 off)
 
@@ -45,7 +45,7 @@ class Settings:
             crash_at=env.get("PAYMENT_SYSTEMS_CRASH_AT") or None,
             fraud_rules=(env.get("FRAUD_RULES") or "on").lower() not in ("off", "0", "false"),
             three_ds_threshold=int(env.get("THREE_DS_THRESHOLD") or 38),
-            admission_limit=int(env.get("ADMISSION_LIMIT") or 64),
+            admission_limit=int(env.get("ADMISSION_LIMIT") or 16),
             idempotency_layer=(env.get("IDEMPOTENCY_LAYER") or "on").lower()
             not in ("off", "0", "false"),
             webhook_secrets=tuple(

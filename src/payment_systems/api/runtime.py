@@ -52,7 +52,7 @@ class Runtime:
     metrics: PaymentMetrics
     disputes: DisputeService | None = None
     idempotency_layer: bool = True  # off only in the benchmark that measures its overhead
-    admission_limit: int = 64  # requests in flight in this worker before shedding (0: none)
+    admission_limit: int = 16  # requests in flight in this worker before shedding (0: none)
     max_body_bytes: int = MAX_BODY_BYTES
     _merchants: dict[str, str] = field(default_factory=dict)
 
