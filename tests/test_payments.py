@@ -6,6 +6,7 @@ import uuid
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,6 +21,7 @@ from payment_systems.core.payments import (
 )
 from payment_systems.database.ledger_store import SqlJournalStore, account_balances
 from payment_systems.database.migrate import upgrade
+from payment_systems.database.models import PaymentEvent
 from payment_systems.database.session import session_factory, unit_of_work
 from payment_systems.integrations.psp_sandbox import SandboxServer
 from payment_systems.integrations.stripe_client import PSPClient, RetryPolicy
@@ -178,3 +180,30 @@ def test_the_janitor_resolves_only_payments_unknown_for_long_enough(
     [resolved] = service.run_janitor(min_age_s=0)
     assert resolved.id == payment.id  # type: ignore[attr-defined]
     assert resolved.status == "succeeded"
+
+
+def test_when_the_webhook_records_the_psps_answer_first_the_request_still_succeeds_once(
+    service: PaymentService, merchant_id: str, sessions: sessionmaker[Session]
+) -> None:
+    from payment_systems.core.payments import state_of
+    from payment_systems.core.psp_sync import events_to_reach, view_of
+    from payment_systems.database.models import Payment
+
+    def webhook_wins(point: str) -> None:
+        if point != "psp_called":
+            return
+        with sessions.begin() as session:  # the PSP's webhook, applied while we were away
+            [payment] = session.scalars(sa.select(Payment)).all()
+            found = service.psp.resolve_unknown(merchant_id=merchant_id, payment_id=payment.id)
+            assert found is not None
+            intent = service.psp.retrieve_expanded(str(found.id))
+            service.apply_events(session, payment, events_to_reach(state_of(payment),
+                                                                    view_of(intent)))  # fmt: skip
+
+    service.crash_point = webhook_wins
+    payment = _pay(service, merchant_id)
+    assert payment.status == "succeeded"  # type: ignore[attr-defined]
+    with sessions() as session:
+        types = session.scalars(sa.select(PaymentEvent.type).order_by(PaymentEvent.version)).all()
+    assert types == ["PaymentCreated", "PaymentCaptured"]  # captured once, by the webhook
+    assert _balances(sessions)[("psp_fees", "USD")] == 88  # one fee posting, not two

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from payment_systems.chargebacks.prevention import ThreeDSPolicy
 from payment_systems.core import payment_state as ps
 from payment_systems.core.ledger import Ledger, transfer
+from payment_systems.core.psp_sync import events_to_reach, view_of
 from payment_systems.database.ledger_store import SqlJournalStore
 from payment_systems.database.models import OutboxMessage, Payment, PaymentEvent
 from payment_systems.database.session import unit_of_work
@@ -156,7 +157,7 @@ class PaymentService:
         except PSPOutcomeUnknown as exc:
             return self._record(payment.id, [(ps.UNKNOWN, {"operation": exc.operation})])
         self.crash_point("psp_called")
-        recorded = self._record(payment.id, self._events_from_intent(intent))
+        recorded = self._record(payment.id, self._events_from_intent(intent), intent)
         self.crash_point("recorded")
         return recorded
 
@@ -177,7 +178,7 @@ class PaymentService:
             )
         except PSPOutcomeUnknown as exc:
             return self._record(payment_id, [(ps.UNKNOWN, {"operation": exc.operation})])
-        return self._record(payment_id, self._events_from_intent(intent))
+        return self._record(payment_id, self._events_from_intent(intent), intent)
 
     def refund(
         self, merchant_id: str, payment_id: str, refund_key: str, amount: Money | None = None
@@ -233,7 +234,7 @@ class PaymentService:
                 payment_method=payment.payment_method,
                 capture=payment.capture_method == "automatic",
             )
-        return self._record(payment_id, self._events_from_intent(intent))
+        return self._record(payment_id, self._events_from_intent(intent), intent)
 
     def run_janitor(self, min_age_s: float = 60.0) -> list[Payment]:
         """Resolve every ``unknown`` payment older than ``min_age_s``; returns them resolved.
@@ -355,14 +356,37 @@ class PaymentService:
             )
         ]
 
-    def _record(self, payment_id: str, events: list[tuple[str, dict[str, Any]]]) -> Payment:
+    def _record(
+        self,
+        payment_id: str,
+        events: list[tuple[str, dict[str, Any]]],
+        intent: stripe.PaymentIntent | None = None,
+    ) -> Payment:
+        """Apply ``events``; if they came from the PSP, converge with a concurrent writer.
+
+        The PSP's webhook can record the very answer we are recording (the
+        PSP sent it while our request was still on its way back). Both derive
+        events from the PSP's truth, so the loser of that race re-reads the
+        payment and applies only what the winner did not, instead of failing
+        a payment that succeeded.
+        """
         try:
             with unit_of_work(self.sessions) as session:
                 payment = session.get_one(Payment, payment_id)
                 self.apply_events(session, payment, events)
                 return payment
         except IntegrityError as exc:  # a concurrent writer took the same event version
-            raise PaymentBusy(f"payment {payment_id} changed concurrently; retry") from exc
+            if intent is None:
+                raise PaymentBusy(f"payment {payment_id} changed concurrently; retry") from exc
+        except ps.InvalidTransition:  # the writer committed before we even read the payment
+            if intent is None:
+                raise
+        with unit_of_work(self.sessions) as session:
+            payment = session.get_one(Payment, payment_id)
+            missing = events_to_reach(state_of(payment), view_of(intent.to_dict()))
+            if missing:
+                self.apply_events(session, payment, missing)
+            return payment
 
     def apply_events(
         self, session: Session, payment: Payment, events: list[tuple[str, dict[str, Any]]]
