@@ -33,6 +33,7 @@ def _row(database: str, rate: float) -> dict[str, Any]:
         "error rate": f"{result['error_rate']:.1%}",
         "503 shed": result["errors"].get("503", 0),
         "timeouts": result["errors"].get("timeout", 0),
+        "not sent": result["errors"].get("not_sent", 0),
         "duplicate charges": result["duplicate_charges"],
     }
 
@@ -45,7 +46,8 @@ def run() -> list[dict[str, Any]]:
 
 NOTES = (
     "Offered open-loop with 5% duplicate keys (half concurrent, half replayed); latency from "
-    "the intended send time; client timeout 10 s; FRAUD_RULES=off; admission control at its "
+    "the intended send time; client timeout 10 s; at most 512 requests outstanding in the "
+    "generator (arrivals beyond are 'not sent', errors); FRAUD_RULES=off; admission control at its "
     "default (16 in flight per worker, the rest answered 503 + Retry-After at once). The load "
     "generator runs on the same 2 cores as the system it measures."
 )

@@ -105,3 +105,20 @@ def test_without_the_psp_duplicates_are_not_counted_and_the_report_says_so(
     assert result.exit_code == 0, result.output
     assert "will not be counted" in " ".join(result.output.split())
     assert json.loads(out.read_text())["duplicate_charges"] is None
+
+
+def test_arrivals_beyond_the_outstanding_bound_are_counted_as_not_sent_not_queued(
+    stack: LocalStack,
+) -> None:
+    import asyncio
+
+    from payment_systems.load_tests.payment_load import report, run
+
+    plan = LoadPlan(rate=50, duration_s=1)
+    _, samples, errors = asyncio.run(
+        run(stack.url, stack.api_key, plan, concurrency=1, max_outstanding=1)
+    )
+    result = report(plan, samples, errors, None)
+    assert result["requests"] == 50  # every arrival is accounted for
+    assert result["errors"]["not_sent"] > 0
+    assert errors >= result["errors"]["not_sent"]

@@ -133,8 +133,18 @@ async def run(
     run_id: str | None = None,
     on_tick: Callable[[int, int, Samples], None] | None = None,
     timeout_s: float = 30.0,
+    max_outstanding: int | None = None,
 ) -> tuple[str, Samples, int]:
-    """Send ``plan`` to ``target``; returns (run id, samples, error count)."""
+    """Send ``plan`` to ``target``; returns (run id, samples, error count).
+
+    At most ``max_outstanding`` requests (default: 8 x ``concurrency``) may be
+    waiting or in flight. An arrival beyond that is not sent and is recorded
+    as ``not_sent``, an error: far above capacity, a generator that queued
+    every arrival would spend its CPU on a backlog of doomed requests (on the
+    same cores as the server) and finish long after the run. Saying "the
+    offered load was not delivered" is the honest alternative.
+    """
+    limit = max_outstanding or 8 * concurrency
     run_id = run_id or "load_" + secrets.token_hex(4)
     arrivals = plan.arrivals(run_id)
     # Either send of a repeated key may be the one that finds the other in flight.
@@ -174,6 +184,10 @@ async def run(
             delay = intended - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if len(tasks) >= limit:
+                samples.statuses["not_sent"] += 1
+                errors += 1
+                continue
             task = asyncio.create_task(send(arrival, intended))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
