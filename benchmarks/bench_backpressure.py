@@ -17,6 +17,7 @@ TITLE = "Backpressure: goodput (2xx within 1 s) vs offered load, 20 s per point"
 OFFERED = (15, 30, 60, 120)
 SLO_MS = 1_000
 PLOT = {"x": "offered/s", "y": ["goodput, unbounded", "goodput, admission control"],
+        "ylabel": "goodput (payments/s)",
         "title": "Goodput vs offered load (2xx answered within 1 s, per second)"}  # fmt: skip
 
 

@@ -30,7 +30,7 @@ request = function()
   counter = counter + 1
   local key = string.format("wrk-%d-%d", math.random(1, 1000000000), counter)
   return wrk.format("POST", "/v1/payments", {
-    ["Authorization"] = "Bearer %(key)s",
+    ["Authorization"] = "Bearer API_KEY",
     ["Content-Type"] = "application/json",
     ["Idempotency-Key"] = key,
   }, '{"amount": 1000, "currency": "usd", "payment_method": "pm_card_visa"}')
@@ -46,7 +46,7 @@ def _ms(value: str) -> float:
 def _wrk(url: str, api_key: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "payments.lua"
-        script.write_text(LUA % {"key": api_key})
+        script.write_text(LUA.replace("API_KEY", api_key))
         out = subprocess.run(
             ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION_S}s", "--latency", "-s", str(script),
              url],

@@ -79,7 +79,11 @@ def chart_png(result: dict[str, Any]) -> bytes:
         ticks = [x + width * (len(spec["y"]) - 1) / 2 for x in range(len(rows))]
         ax.set_xticks(ticks, [str(row[spec["x"]]) for row in rows])
     ax.set_xlabel(spec["x"])
-    ax.set_ylabel(", ".join(spec["y"]))
+    if len(spec["y"]) > 1:
+        ax.legend(fontsize="small")
+        ax.set_ylabel(spec.get("ylabel", "value"))
+    else:
+        ax.set_ylabel(spec["y"][0])
     ax.set_title(spec.get("title", result["title"]))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
