@@ -24,6 +24,8 @@ class Settings:
     crash_at: str | None = None  # chaos only: a recovery point at which the worker kills itself
     webhook_secrets: tuple[str, ...] = ()  # PSP_WEBHOOK_SECRETS, comma-separated (rotation)
     fraud_rules: bool = True  # FRAUD_RULES=off disables velocity checks (load tests)
+    db_pool_size: int = 16  # DB_POOL_SIZE: connections per worker (no overflow)
+    db_pool_timeout_s: float = 2.0  # DB_POOL_TIMEOUT_S: wait this long for one, then 503
     admission_limit: int = 16  # ADMISSION_LIMIT: requests in flight per worker; 0 = unbounded
     idempotency_layer: bool = True  # IDEMPOTENCY_LAYER=off: only to measure its overhead
     three_ds_threshold: int = 38  # THREE_DS_THRESHOLD: challenge risk_score >= this (0-99; 100 off)
@@ -46,6 +48,8 @@ class Settings:
             fraud_rules=(env.get("FRAUD_RULES") or "on").lower() not in ("off", "0", "false"),
             three_ds_threshold=int(env.get("THREE_DS_THRESHOLD") or 38),
             admission_limit=int(env.get("ADMISSION_LIMIT") or 16),
+            db_pool_size=int(env.get("DB_POOL_SIZE") or 16),
+            db_pool_timeout_s=float(env.get("DB_POOL_TIMEOUT_S") or 2.0),
             idempotency_layer=(env.get("IDEMPOTENCY_LAYER") or "on").lower()
             not in ("off", "0", "false"),
             webhook_secrets=tuple(

@@ -22,9 +22,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import exc as sa_exc
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
@@ -112,6 +114,16 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     async def typed_error(_: Request, exc: PaymentSystemsError) -> Response:
         headers = {"Retry-After": "1"} if exc.http_status == 503 else None
         return from_error(exc, headers)
+
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def pool_exhausted(_: Request, exc: sa_exc.TimeoutError) -> Response:
+        log.warning("database connection pool exhausted: %s", exc)
+        return problem(
+            503, "database_busy",
+            "every database connection is in use; nothing was changed, retry after the "
+            "Retry-After delay with the same Idempotency-Key",
+            headers={"Retry-After": "1"},
+        )  # fmt: skip
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> Response:
@@ -274,5 +286,35 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         except Exception:
             checks["redis"] = "down: payment creation answers 503, reads still work"
         return JSONResponse({"status": "ok", "version": __version__, **checks})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        """Readiness: can this worker take a payment now? 503 with the reasons if not.
+
+        ``/healthz`` says the process is alive (restart it if not); ``/readyz``
+        says its dependencies answer (route traffic elsewhere if not). Chaos
+        runs and load balancers poll it: it is how a fault is *detected*.
+        """
+        checks: dict[str, str] = {}
+
+        def database() -> None:
+            with rt().sessions() as session:
+                session.execute(sa.text("SELECT 1"))
+
+        for name, probe in (("database", database), ("redis", rt().redis.ping)):
+            try:
+                await run_in_threadpool(probe)
+                checks[name] = "ok"
+            except Exception as exc:  # any failure is the answer, not an error
+                checks[name] = f"down: {type(exc).__name__}"
+        read_breaker = rt().metrics.breaker
+        breaker = str(read_breaker()) if read_breaker is not None else "unknown"
+        checks["psp_circuit"] = "ok" if breaker in ("closed", "unknown") else breaker
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "degraded", **checks},
+            status_code=200 if ready else 503,
+            headers=None if ready else {"Retry-After": "1"},
+        )
 
     return app

@@ -80,7 +80,16 @@ def build_runtime(
 ) -> Runtime:
     """Connect to the configured (or embedded) services; ``migrate`` applies migrations first."""
     settings = settings or Settings.from_env()
-    engine = create_engine(settings.database_url)
+    # A bounded pool that gives up quickly: when the database is saturated, a request
+    # waits at most db_pool_timeout_s for a connection and then gets a 503, instead of
+    # holding a worker thread for SQLAlchemy's default 30 s.
+    in_memory = settings.database_url in ("sqlite://", "sqlite:///:memory:")  # one connection
+    pool = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": 0,
+        "pool_timeout": settings.db_pool_timeout_s,
+    }
+    engine = create_engine(settings.database_url, **({} if in_memory else pool))
     if migrate:
         upgrade(engine)
     sessions = session_factory(engine)

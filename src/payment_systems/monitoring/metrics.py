@@ -63,6 +63,7 @@ class PaymentMetrics:
         backlog: Callable[[], tuple[int, float]] | None = None,
         breaker: Callable[[], str] | None = None,
     ) -> None:
+        self.breaker = breaker  # read by /readyz as well as by the scrape
         self.registry = CollectorRegistry()
         self.payments = Counter(
             "payments", "Payment creations by outcome", ["outcome"], registry=self.registry

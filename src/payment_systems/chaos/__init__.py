@@ -1,0 +1,1 @@
+"""Chaos engineering: faults we inject on purpose, to prove what holds."""
