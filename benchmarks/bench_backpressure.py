@@ -25,7 +25,7 @@ def _curve(limit: str) -> list[tuple[float, dict[str, Any]]]:
     points = []
     with running_system("postgres", workers=2, ADMISSION_LIMIT=limit) as system:
         for rate in OFFERED:
-            result, samples = sampled(system, rate, 20, timeout_s=10)
+            result, samples = sampled(system, rate, 20, concurrency=256, timeout_s=10)
             points.append((goodput(samples, SLO_MS), result))
     return points
 

@@ -19,6 +19,7 @@ import httpx
 from payment_systems.api.local import LocalStack, local_stack
 from payment_systems.chargebacks.lifecycle import DisputeFees
 from payment_systems.database.models import DisputeRecord
+from payment_systems.integrations.psp_sandbox.control import advance_clock
 from payment_systems.integrations.psp_sandbox.fees import COUNTER_FEE_MAJOR, DISPUTE_FEE_MAJOR
 from payment_systems.money import Money, Rounding
 
@@ -77,14 +78,7 @@ def _pay(stack: LocalStack, key: str, pm: str, meta: dict[str, str]) -> None:
 
 
 def _advance(stack: LocalStack, seconds: int) -> list[str]:
-    response = httpx.post(
-        f"{stack.sandbox_url}/_sandbox/clock/advance",
-        data={"seconds": seconds},
-        auth=(stack.psp_key, ""),
-        timeout=60,
-    )
-    response.raise_for_status()
-    return list(response.json()["disputes_opened"])
+    return list(advance_clock(stack.sandbox_url, stack.psp_key, seconds)["disputes_opened"])
 
 
 def _records(stack: LocalStack, ids: list[str], done: set[str] | None = None) -> dict[str, str]:

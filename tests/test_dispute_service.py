@@ -15,6 +15,7 @@ from payment_systems.api.local import LocalStack, local_stack
 from payment_systems.chargebacks.counts import merchant_tiers, month_counts
 from payment_systems.database.ledger_store import account_balances
 from payment_systems.database.models import DisputeEvent, DisputeRecord, OutboxMessage
+from payment_systems.integrations.psp_sandbox.control import advance_clock
 
 DAY = 86_400
 SHIPPED = {
@@ -52,15 +53,7 @@ def _pay(stack: LocalStack, key: str, pm: str, metadata: dict[str, str]) -> dict
 
 
 def _advance(stack: LocalStack, seconds: int) -> dict[str, Any]:
-    response = httpx.post(
-        f"{stack.sandbox_url}/_sandbox/clock/advance",
-        data={"seconds": seconds},
-        auth=(stack.psp_key, ""),
-        timeout=30,
-    )
-    response.raise_for_status()
-    body: dict[str, Any] = response.json()
-    return body
+    return advance_clock(stack.sandbox_url, stack.psp_key, seconds)
 
 
 def _dispute(stack: LocalStack, dispute_id: str) -> DisputeRecord | None:

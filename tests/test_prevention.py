@@ -20,6 +20,7 @@ from payment_systems.chargebacks.prevention import (
     profit_curve,
 )
 from payment_systems.config import Settings
+from payment_systems.integrations.psp_sandbox.control import authenticate
 
 
 def test_a_payment_without_a_score_is_not_challenged() -> None:
@@ -77,12 +78,7 @@ def _pay(stack: LocalStack, key: str, **body: Any) -> dict[str, Any]:
 
 
 def _authenticate(stack: LocalStack, intent_id: str, result: str) -> None:
-    httpx.post(
-        f"{stack.sandbox_url}/_sandbox/payment_intents/{intent_id}/authenticate",
-        data={"result": result},
-        auth=(stack.psp_key, ""),
-        timeout=30,
-    ).raise_for_status()
+    authenticate(stack.sandbox_url, stack.psp_key, intent_id, succeed=result == "succeed")
 
 
 def _eventually(stack: LocalStack, payment_id: str, check: Callable[[str], bool]) -> str:

@@ -4,33 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import stripe
 
 from payment_systems.integrations.psp_sandbox import SandboxServer
+from payment_systems.integrations.psp_sandbox.control import advance_clock, authenticate
 from payment_systems.integrations.psp_sandbox.disputes import decide
 
 DAY = 86_400
 
 
 def _advance(sandbox: SandboxServer, key: str, seconds: int) -> dict[str, Any]:
-    response = httpx.post(
-        f"{sandbox.url}/_sandbox/clock/advance", data={"seconds": seconds}, auth=(key, "")
-    )
-    response.raise_for_status()
-    body: dict[str, Any] = response.json()
-    return body
+    return advance_clock(sandbox.url, key, seconds)
 
 
 def _authenticate(sandbox: SandboxServer, key: str, intent_id: str) -> dict[str, Any]:
-    response = httpx.post(
-        f"{sandbox.url}/_sandbox/payment_intents/{intent_id}/authenticate",
-        data={"result": "succeed"},
-        auth=(key, ""),
-    )
-    response.raise_for_status()
-    body: dict[str, Any] = response.json()
-    return body
+    return authenticate(sandbox.url, key, intent_id)
 
 
 def _pay(client: stripe.StripeClient, pm: str, **extra: Any) -> stripe.PaymentIntent:

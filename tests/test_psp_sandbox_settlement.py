@@ -6,18 +6,13 @@ import httpx
 import pytest
 import stripe
 
+from payment_systems.integrations.psp_sandbox.control import advance_clock
 from payment_systems.integrations.psp_sandbox.disputes import decide
 
 DAY = 86_400
 
 
-def _advance(sandbox_url: str, key: str, seconds: int) -> dict[str, object]:
-    response = httpx.post(
-        f"{sandbox_url}/_sandbox/clock/advance", data={"seconds": seconds}, auth=(key, "")
-    )
-    response.raise_for_status()
-    body: dict[str, object] = response.json()
-    return body
+_advance = advance_clock
 
 
 def _pay(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -109,19 +110,13 @@ def load_command(
     from payment_systems.load_tests.plots import plot
 
     console = Console(stderr=True)
+    stack = ExitStack()
     if local:
         from payment_systems.load_tests.system import running_system
 
-        with running_system("sqlite", workers=2) as system:
-            console.print(f"started the system: API {system.url}, PSP {system.psp_url}")
-            load_command(
-                api_key=system.api_key, local=False, target=system.url, rate=rate,
-                duration=duration, duplicates=duplicates, concurrency=concurrency,
-                json_out=json_out, plot_out=plot_out, psp=system.psp_url,
-                psp_key=system.psp_key, find_max=find_max, max_p99_ms=max_p99_ms,
-                max_error_rate=max_error_rate, payment_method=payment_method, seed=seed,
-            )  # fmt: skip
-        return
+        system = stack.enter_context(running_system("sqlite", workers=2))
+        console.print(f"started the system: API {system.url}, PSP {system.psp_url}")
+        target, api_key, psp, psp_key = system.url, system.api_key, system.psp_url, system.psp_key
     if api_key is None:
         raise typer.BadParameter(
             "pass --api-key (or PAYMENT_SYSTEMS_API_KEY) for --target, or use --local",
@@ -155,15 +150,16 @@ def load_command(
         last_samples[:] = [samples]
         return report(plan, samples, errors, counted)
 
-    if find_max:
-        held, steps = search(measure, rate, Goals(max_p99_ms, max_error_rate))
-        console.print(_table(steps, f"Capacity search (p99 <= {max_p99_ms:g} ms)"))
-        message = f"highest rate that held: {held:g}/s" if held else "no rate held the goals"
-        console.print(f"[bold]{message}[/bold]")
-        result: dict[str, Any] = {"find_max": True, "highest_rate_held": held, "steps": steps}
-    else:
-        result = measure(rate)
-        console.print(_table([result], f"{target} for {duration:g} s"))
+    with stack:  # with --local, the system stops once measured
+        if find_max:
+            held, steps = search(measure, rate, Goals(max_p99_ms, max_error_rate))
+            console.print(_table(steps, f"Capacity search (p99 <= {max_p99_ms:g} ms)"))
+            message = f"highest rate that held: {held:g}/s" if held else "no rate held the goals"
+            console.print(f"[bold]{message}[/bold]")
+            result: dict[str, Any] = {"find_max": True, "highest_rate_held": held, "steps": steps}
+        else:
+            result = measure(rate)
+            console.print(_table([result], f"{target} for {duration:g} s"))
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2) + "\n")

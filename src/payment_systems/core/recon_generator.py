@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import httpx
-
 from payment_systems.core.recon_formats import (
     BANK_COLUMNS,
     LEDGER_COLUMNS,
@@ -33,6 +31,7 @@ from payment_systems.core.recon_formats import (
 )
 from payment_systems.core.recon_sources import bank_from_payouts, psp_from_api
 from payment_systems.core.reconciliation import BreakClass
+from payment_systems.integrations.psp_sandbox.control import advance_clock
 from payment_systems.integrations.stripe_client import PSPClient
 from payment_systems.money import Money
 
@@ -148,8 +147,8 @@ def sandbox_days(sandbox_url: str, days: int = 3, per_day: int = 12, seed: int =
                 ledger.append(
                     LedgerRow(refund.id, pid, "refund", -refund.amount, 0, "usd", refund.created)
                 )
-        httpx.post(f"{sandbox_url}/_sandbox/clock/advance", data={"seconds": DAY}, auth=(key, ""))
-    httpx.post(f"{sandbox_url}/_sandbox/clock/advance", data={"seconds": 3 * DAY}, auth=(key, ""))
+        advance_clock(sandbox_url, key, DAY)
+    advance_clock(sandbox_url, key, 3 * DAY)
     rows, bank = psp_from_api(psp), bank_from_payouts(psp)
     cutoff = max([r.at for r in rows] + [b.at for b in bank])
     return Dataset(ledger, rows, bank, cutoff)

@@ -9,6 +9,7 @@ webhooks and background work included, and nothing the tester assumed.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,7 +78,7 @@ class Counters:
         )
 
 
-def load(
+def sampled(
     system: RunningSystem,
     rate: float,
     duration_s: float,
@@ -85,14 +86,22 @@ def load(
     duplicates: float = 0.0,
     concurrency: int = 64,
     timeout_s: float = 10.0,
-) -> dict[str, Any]:
-    """One open-loop run against ``system``, with duplicates counted at its PSP."""
+) -> tuple[dict[str, Any], Samples]:
+    """One open-loop run against ``system``, with duplicates counted at its PSP.
+
+    Returns the report and the raw samples (for goodput and plots).
+    """
     plan = LoadPlan(rate, duration_s, duplicates)
     run_id, samples, errors = asyncio.run(
         run(system.url, system.api_key, plan, concurrency=concurrency, timeout_s=timeout_s)
     )
     counted = count_duplicate_charges(system.psp_url, system.psp_key, run_id)
-    return report(plan, samples, errors, counted)
+    return report(plan, samples, errors, counted), samples
+
+
+def load(system: RunningSystem, rate: float, duration_s: float, **options: Any) -> dict[str, Any]:
+    """`sampled`, when only the report matters."""
+    return sampled(system, rate, duration_s, **options)[0]
 
 
 def per_request(system: RunningSystem, rate: float, duration_s: float) -> dict[str, Any]:
@@ -100,7 +109,7 @@ def per_request(system: RunningSystem, rate: float, duration_s: float) -> dict[s
     before = Counters.read(system)
     result = load(system, rate, duration_s)
     # let webhooks and their re-fetches land: they are part of a payment's cost
-    asyncio.run(asyncio.sleep(3))
+    time.sleep(3)
     after = Counters.read(system)
     created = result["psp_charges"] or 1
     commits = (
@@ -126,15 +135,3 @@ def goodput(samples: Samples, slo_ms: float) -> float:
     good = sum(1 for _at, ms, status in samples.points if status.startswith("2") and ms <= slo_ms)
     span = max((at for at, _ms, _status in samples.points), default=0.0) or 1.0
     return round(good / span, 1)
-
-
-def sampled(
-    system: RunningSystem, rate: float, duration_s: float, *, timeout_s: float = 10.0
-) -> tuple[dict[str, Any], Samples]:
-    """Like `load`, but also returns the raw samples (for goodput and plots)."""
-    plan = LoadPlan(rate, duration_s)
-    run_id, samples, errors = asyncio.run(
-        run(system.url, system.api_key, plan, concurrency=256, timeout_s=timeout_s)
-    )
-    counted = count_duplicate_charges(system.psp_url, system.psp_key, run_id)
-    return report(plan, samples, errors, counted), samples
