@@ -17,23 +17,19 @@ overloaded server must still say so.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from payment_systems.api.problems import PROBLEM_JSON
+from payment_systems.api.problems import PROBLEM_JSON, problem
 
-SHED_BODY = json.dumps(
-    {
-        "type": "https://payment-systems.dev/errors/overloaded",
-        "title": "Overloaded",
-        "status": 503,
-        "code": "overloaded",
-        "detail": "the server is at capacity and refused this request before doing any work; "
+SHED_BODY = bytes(
+    problem(
+        503, "overloaded",
+        "the server is at capacity and refused this request before doing any work; "
         "retry after the Retry-After delay with the same Idempotency-Key",
-    }
-).encode()
+    ).body
+)  # fmt: skip
 
 
 class AdmissionControl:

@@ -165,7 +165,7 @@ class DisputeService:
             self._record_step(session, record, dispute, moves)
         return "applied", payment.id
 
-    def sync_from_psp(self, dispute_id: str) -> DisputeRecord:
+    def sync_from_psp(self, dispute_id: str, evidence_strength: str | None = None) -> DisputeRecord:
         """Re-read one dispute from the PSP and apply it in its own transaction."""
         fresh = self.gateway.retrieve(dispute_id)
         with unit_of_work(self.sessions) as session:
@@ -173,6 +173,9 @@ class DisputeService:
             record = session.get(DisputeRecord, dispute_id)
             if record is None:
                 raise UnknownDispute(f"dispute {dispute_id} is not on one of our payments")
+            if evidence_strength is not None:
+                record.evidence_strength = evidence_strength
+                session.flush()
             session.expunge(record)
             return record
 
@@ -237,13 +240,7 @@ class DisputeService:
             self.gateway.submit_evidence(dispute_id, evidence.fields)
         else:
             self.gateway.accept(dispute_id)
-        record = self.sync_from_psp(dispute_id)
-        with unit_of_work(self.sessions) as session:
-            session.execute(
-                sa.update(DisputeRecord)
-                .where(DisputeRecord.id == dispute_id)
-                .values(evidence_strength=evidence.strength)
-            )
+        record = self.sync_from_psp(dispute_id, evidence.strength)
         action = "fought" if decision.fight else "accepted"
         return Response(dispute_id, evidence, decision, action, record.status)
 
