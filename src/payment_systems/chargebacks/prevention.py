@@ -29,10 +29,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from payment_systems.money import Money, Rounding
+
+if TYPE_CHECKING:  # numpy is imported where the simulation runs, not on the payment path
+    import numpy as np
 
 MAX_SCORE = 99
 
@@ -89,6 +91,8 @@ class Population:
         mostly scores high, and the two overlap, which is why no threshold is
         free.
         """
+        import numpy as np
+
         rng = np.random.default_rng(seed)
         fraud = rng.random(n) < fraud_rate
         raw = np.where(fraud, rng.beta(5, 3, n), rng.beta(2, 12, n))
@@ -108,7 +112,7 @@ class ThresholdCurve:
     @property
     def best(self) -> int:
         """The threshold with the highest profit (the lowest such, on a tie)."""
-        return self.thresholds[int(np.argmax(self.profit))]
+        return self.thresholds[max(range(len(self.profit)), key=self.profit.__getitem__)]
 
     def at(self, threshold: int) -> int:
         return self.profit[self.thresholds.index(threshold)]
@@ -116,6 +120,8 @@ class ThresholdCurve:
 
 def profit_curve(population: Population, economics: Economics | None = None) -> ThresholdCurve:
     """Profit at every threshold, exact in integer minor units."""
+    import numpy as np
+
     sale, loss, sale_3ds, loss_3ds = (economics or Economics()).values()
     legit = np.bincount(population.scores[~population.fraud], minlength=MAX_SCORE + 1)
     fraud = np.bincount(population.scores[population.fraud], minlength=MAX_SCORE + 1)
