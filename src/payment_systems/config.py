@@ -29,6 +29,12 @@ class Settings:
     admission_limit: int = 16  # ADMISSION_LIMIT: requests in flight per worker; 0 = unbounded
     idempotency_layer: bool = True  # IDEMPOTENCY_LAYER=off: only to measure its overhead
     three_ds_threshold: int = 38  # THREE_DS_THRESHOLD: challenge risk_score >= this (0-99; 100 off)
+    idempotency_fallback: str | None = None  # IDEMPOTENCY_FALLBACK=sql: SQL locks if Redis dies
+    db_lock_timeout_s: float = 5.0  # DB_LOCK_TIMEOUT_S: PostgreSQL lock_timeout (0: wait forever)
+    psp_read_timeout_s: float = 10.0  # PSP_READ_TIMEOUT_S: then the outcome is unknown
+    psp_breaker_reset_s: float = 15.0  # PSP_BREAKER_RESET_S: open this long, then probe
+    worker_max_rss_growth_mb: float = 0.0  # WORKER_MAX_RSS_GROWTH_MB: recycle above (0: off)
+    chaos_leak_file: str | None = None  # CHAOS_LEAK_FILE: chaos only, see chaos/leak.py
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -52,7 +58,26 @@ class Settings:
             db_pool_timeout_s=float(env.get("DB_POOL_TIMEOUT_S") or 2.0),
             idempotency_layer=(env.get("IDEMPOTENCY_LAYER") or "on").lower()
             not in ("off", "0", "false"),
+            idempotency_fallback=_fallback(env.get("IDEMPOTENCY_FALLBACK")),
+            db_lock_timeout_s=float(env.get("DB_LOCK_TIMEOUT_S") or 5.0),
+            psp_read_timeout_s=float(env.get("PSP_READ_TIMEOUT_S") or 10.0),
+            psp_breaker_reset_s=float(env.get("PSP_BREAKER_RESET_S") or 15.0),
+            worker_max_rss_growth_mb=float(env.get("WORKER_MAX_RSS_GROWTH_MB") or 0.0),
+            chaos_leak_file=env.get("CHAOS_LEAK_FILE") or None,
             webhook_secrets=tuple(
                 s.strip() for s in (env.get("PSP_WEBHOOK_SECRETS") or "").split(",") if s.strip()
             ),
         )
+
+
+def _fallback(value: str | None) -> str | None:
+    """``IDEMPOTENCY_FALLBACK``: unset/``none`` (fail closed) or ``sql``."""
+    choice = (value or "none").strip().lower()
+    if choice == "none":
+        return None
+    if choice != "sql":
+        raise ValueError(
+            f"IDEMPOTENCY_FALLBACK must be 'sql' or 'none', not {value!r}: with 'none' a dead "
+            "Redis makes payment creation answer 503; with 'sql' the database takes the locks"
+        )
+    return choice

@@ -7,15 +7,19 @@
 | same key, first request still running | 409 ``request_in_progress`` + ``Retry-After`` | no |
 | same key after completion | the stored status and body, byte for byte (1) | is the replay |
 | Redis down | 503 ``idempotency_unavailable`` + ``Retry-After`` (2) | no |
+| database pool empty, or a row lock held too long | 503 ``database_busy`` + ``Retry-After`` | no |
 | invalid body, unknown currency, bad state | 4xx problem | no |
 | success (201/200) | the payment | yes, 24 h |
 
 1. with the header ``Idempotent-Replayed: true``.
-2. never process without the lock: fail closed, and let the client retry.
+2. never process without the lock: fail closed, and let the client retry; or, with
+   ``IDEMPOTENCY_FALLBACK=sql``, take the lock in the database instead
+   (`payment_systems.core.idempotency_fallback`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -42,6 +46,7 @@ from payment_systems.api.schemas import (
     payment_view,
 )
 from payment_systems.core.idempotency import (
+    IdempotencyUnavailable,
     Outcome,
     StoredResponse,
     fingerprint,
@@ -112,12 +117,14 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
 
     @app.exception_handler(PaymentSystemsError)
     async def typed_error(_: Request, exc: PaymentSystemsError) -> Response:
+        rt().metrics.errors.labels(exc.code).inc()
         headers = {"Retry-After": "1"} if exc.http_status == 503 else None
         return from_error(exc, headers)
 
     @app.exception_handler(sa_exc.TimeoutError)
     async def pool_exhausted(_: Request, exc: sa_exc.TimeoutError) -> Response:
         log.warning("database connection pool exhausted: %s", exc)
+        rt().metrics.errors.labels("database_busy").inc()
         return problem(
             503, "database_busy",
             "every database connection is in use; nothing was changed, retry after the "
@@ -125,9 +132,26 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
             headers={"Retry-After": "1"},
         )  # fmt: skip
 
+    @app.exception_handler(sa_exc.OperationalError)
+    async def database_error(request: Request, exc: sa_exc.OperationalError) -> Response:
+        # PostgreSQL's lock_timeout (55P03): a lock held elsewhere (a migration, a
+        # runaway transaction) would otherwise hold this request, and its pooled
+        # connection, for as long as that lock lives. The transaction rolled back.
+        if getattr(exc.orig, "sqlstate", None) == "55P03":
+            log.warning("database lock wait timed out: %s", exc.orig)
+            rt().metrics.errors.labels("database_busy").inc()
+            return problem(
+                503, "database_busy",
+                "a database lock was held too long and this step was rolled back; retry "
+                "after the Retry-After delay with the same Idempotency-Key to get the outcome",
+                headers={"Retry-After": "1"},
+            )  # fmt: skip
+        return await unexpected(request, exc)
+
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> Response:
         log.exception("unhandled error", exc_info=exc)
+        rt().metrics.errors.labels("internal_error").inc()
         return problem(500, "internal_error", "an unexpected error occurred; it has been logged")
 
     async def read_body(request: Request) -> bytes:
@@ -182,15 +206,28 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         try:
             status, payload = handler()
         except BaseException:
-            backend.release(merchant_id, key, begun.token)  # nothing stored: a retry is safe
+            # nothing stored: a retry is safe (and if the store is gone, so is the lock)
+            with contextlib.suppress(IdempotencyUnavailable):
+                backend.release(merchant_id, key, begun.token)
             raise
         body_bytes = encode(payload)
         media = PROBLEM_JSON if status >= 400 else "application/json"
-        backend.complete(merchant_id, key, begun.token, StoredResponse(status, body_bytes, media))
+        try:
+            backend.complete(
+                merchant_id, key, begun.token, StoredResponse(status, body_bytes, media)
+            )
+        except IdempotencyUnavailable as exc:
+            # The work is done and committed; only the cached reply is lost. A retry
+            # re-runs the handler, which finds this payment by (merchant, key) in the
+            # database and answers with it, so the client still gets the truth.
+            log.warning("response for key %s not stored: %s", key, exc)
         return Response(body_bytes, status_code=status, media_type=media)
 
     @app.post("/v1/payments", status_code=201)
     async def create_payment(request: Request) -> Response:
+        leak = rt().leak
+        if leak is not None:  # chaos only: the memory-leak scenario's injected fault
+            leak.maybe_leak()
         body = await read_body(request)
         merchant_id = await run_in_threadpool(merchant, request)
         parsed: CreatePaymentBody = _parse(CreatePaymentBody, body)

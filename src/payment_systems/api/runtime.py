@@ -13,12 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from payment_systems.api.watchdog import RssWatchdog
+from payment_systems.chaos.leak import Leak
 from payment_systems.chargebacks.prevention import ThreeDSPolicy
 from payment_systems.chargebacks.service import DisputeService
 from payment_systems.config import Settings
 from payment_systems.core.idempotency import IdempotencyBackend, RedisIdempotency
+from payment_systems.core.idempotency_fallback import FallbackIdempotency
+from payment_systems.core.idempotency_sql import SqlIdempotency
 from payment_systems.core.merchants import authenticate, hash_key
 from payment_systems.core.payments import PaymentService
 from payment_systems.database.migrate import upgrade
@@ -31,8 +36,10 @@ from payment_systems.integrations.stripe_client import PSPClient
 from payment_systems.integrations.webhook_handler import WebhookHandler
 from payment_systems.monitoring.metrics import PaymentMetrics
 from payment_systems.patterns.circuit_breaker import (
+    BreakerConfig,
     CachedBreakerStore,
     CircuitBreaker,
+    LocalWhenUnreachable,
     RedisBreakerStore,
 )
 from payment_systems.patterns.outbox import OutboxRelay
@@ -54,6 +61,8 @@ class Runtime:
     idempotency_layer: bool = True  # off only in the benchmark that measures its overhead
     admission_limit: int = 16  # requests in flight in this worker before shedding (0: none)
     max_body_bytes: int = MAX_BODY_BYTES
+    leak: Leak | None = None  # chaos only (CHAOS_LEAK_FILE)
+    watchdog: RssWatchdog | None = None  # WORKER_MAX_RSS_GROWTH_MB
     _merchants: dict[str, str] = field(default_factory=dict)
 
     def merchant_for(self, api_key: str) -> str | None:
@@ -84,20 +93,29 @@ def build_runtime(
     # waits at most db_pool_timeout_s for a connection and then gets a 503, instead of
     # holding a worker thread for SQLAlchemy's default 30 s.
     in_memory = settings.database_url in ("sqlite://", "sqlite:///:memory:")  # one connection
-    pool = {
+    pool: dict[str, object] = {
         "pool_size": settings.db_pool_size,
         "max_overflow": 0,
         "pool_timeout": settings.db_pool_timeout_s,
     }
+    if settings.database_url.startswith("postgres") and settings.db_lock_timeout_s > 0:
+        # ...and a lock held elsewhere gets the same treatment: without lock_timeout a
+        # `LOCK TABLE` or a runaway transaction holds every request (and its pooled
+        # connection) until it ends; with it, the wait ends in a 503 database_busy.
+        ms = int(settings.db_lock_timeout_s * 1000)
+        pool["connect_args"] = {"options": f"-c lock_timeout={ms}"}
     engine = create_engine(settings.database_url, **({} if in_memory else pool))
     if migrate:
         upgrade(engine)
     sessions = session_factory(engine)
     client = redis_client or connect_redis(settings.redis_url)
     if psp is None:
-        # One breaker for the whole fleet: every worker sees the same PSP health.
-        breaker = CircuitBreaker("psp", store=CachedBreakerStore(RedisBreakerStore(client)))
-        psp = PSPClient.from_env(breaker=breaker)
+        # One breaker for the whole fleet: every worker sees the same PSP health
+        # (each worker's own, while Redis is unreachable).
+        shared = LocalWhenUnreachable(RedisBreakerStore(client))
+        config = BreakerConfig(reset_timeout_s=settings.psp_breaker_reset_s)
+        breaker = CircuitBreaker("psp", config, store=CachedBreakerStore(shared))
+        psp = PSPClient.from_env(breaker=breaker, read_timeout_s=settings.psp_read_timeout_s)
     crash = _crash_at(settings.crash_at) if settings.crash_at else None
     fraud = VelocityRules(client) if settings.fraud_rules else None
     three_ds = ThreeDSPolicy(settings.three_ds_threshold)
@@ -110,16 +128,30 @@ def build_runtime(
     return Runtime(
         sessions=sessions,
         redis=client,
-        idempotency=idempotency or RedisIdempotency(client, lock_ttl_s=settings.lock_ttl_s),
+        idempotency=idempotency or _idempotency(settings, client, engine),
         service=service,
         webhooks=WebhookHandler(sessions, service, settings.webhook_secrets, disputes=disputes),
         disputes=disputes,
         idempotency_layer=settings.idempotency_layer,
         admission_limit=settings.admission_limit,
+        leak=Leak(settings.chaos_leak_file) if settings.chaos_leak_file else None,
+        watchdog=RssWatchdog(settings.worker_max_rss_growth_mb).start()
+        if settings.worker_max_rss_growth_mb > 0
+        else None,
         metrics=PaymentMetrics(
             backlog=OutboxRelay(engine, client).backlog, breaker=lambda: _breaker_state(psp)
         ),
     )
+
+
+def _idempotency(settings: Settings, client: redis.Redis, engine: Engine) -> IdempotencyBackend:
+    """Redis, failing closed; or Redis with the SQL table behind it (``IDEMPOTENCY_FALLBACK``)."""
+    primary = RedisIdempotency(client, lock_ttl_s=settings.lock_ttl_s)
+    if settings.idempotency_fallback == "sql":
+        return FallbackIdempotency(
+            primary, SqlIdempotency(engine, lock_timeout_s=settings.lock_ttl_s)
+        )
+    return primary
 
 
 def _breaker_state(psp: PSPClient) -> str:

@@ -52,6 +52,11 @@ def serve(host: str, port: int, workers: int, console: Console | None = None) ->
             out.print(f"psp: started the PSP sandbox at {sandbox_url}")
         upgrade(settings.database_url)
         out.print(f"database: {settings.database_url} (migrated to head)")
+        if settings.worker_max_rss_growth_mb and workers < 2:
+            out.print(
+                "[yellow]WORKER_MAX_RSS_GROWTH_MB needs --workers 2 or more: a single worker "
+                "that recycles itself is an outage, not a recycle[/yellow]"
+            )
         out.print(f"Payments API on [bold]http://{host}:{port}[/bold] with {workers} worker(s)")
         uvicorn.run(
             "payment_systems.api.app:create_app",

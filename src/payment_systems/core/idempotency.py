@@ -247,7 +247,13 @@ class RedisIdempotency:
             self.response_ttl_s,
             "1" if self.cache_results else "0",
         ]
-        return bool(self._complete(self.keys(scope, key)[:2], args))
+        try:
+            return bool(self._complete(self.keys(scope, key)[:2], args))
+        except redis.RedisError as exc:
+            raise IdempotencyUnavailable(f"could not store the response ({exc})") from exc
 
     def release(self, scope: str, key: str, token: int) -> None:
-        self._release(self.keys(scope, key)[:2], [token])
+        try:
+            self._release(self.keys(scope, key)[:2], [token])
+        except redis.RedisError as exc:
+            raise IdempotencyUnavailable(f"could not release the lock ({exc})") from exc

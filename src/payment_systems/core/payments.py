@@ -128,7 +128,8 @@ class PaymentService:
 
     def create(self, merchant_id: str, idempotency_key: str, command: CreatePayment) -> Payment:
         """Take a payment; resumes the same payment if this key was seen before."""
-        payment, fresh = self._get_or_create(merchant_id, idempotency_key, command)
+        challenge = self.three_ds is not None and self.three_ds.challenge(command.risk_score)
+        payment, fresh = self._get_or_create(merchant_id, idempotency_key, command, challenge)
         self.crash_point("payment_created")
         if payment.status not in ("processing",):
             return payment
@@ -142,8 +143,7 @@ class PaymentService:
                 payment_method=command.payment_method,
                 capture=command.capture_method == "automatic",
                 metadata=dict(command.metadata),
-                three_d_secure=self.three_ds is not None
-                and self.three_ds.challenge(command.risk_score),
+                three_d_secure=challenge,
             )
         except PSPDeclined as exc:
             if self.fraud is not None:
@@ -227,29 +227,56 @@ class PaymentService:
             return payment
         intent = self.psp.resolve_unknown(merchant_id=merchant_id, payment_id=payment_id)
         if intent is None:  # the PSP never saw it: re-drive with the same PSP key, safely
+            # ...and with the same parameters: the first attempt may still be on its way
+            # (held in a partition), and a PSP refuses a key reused with other parameters.
+            created = next(data for kind, data in self.events(payment_id) if kind == ps.CREATED)
             intent = self.psp.authorize(
                 merchant_id=merchant_id,
                 payment_id=payment_id,
                 amount=Money(payment.amount_minor, payment.currency),
                 payment_method=payment.payment_method,
                 capture=payment.capture_method == "automatic",
+                metadata=dict(payment.metadata_ or {}),
+                three_d_secure=bool(created.get("three_d_secure", False)),
             )
         return self._record(payment_id, self._events_from_intent(intent), intent)
 
+    def settle_stalled(self, merchant_id: str, payment_id: str) -> Payment:
+        """A payment left in ``processing`` (its request died after the PSP call): ask the PSP.
+
+        If the PSP has it, record what the PSP says, as the webhook would have.
+        If not, the PSP was never reached: the client was answered with an
+        error, and its retry with the same key carries the payment on, so we
+        leave it alone rather than charge a customer who was told it failed.
+        """
+        payment = self.get(merchant_id, payment_id)
+        if payment.status != "processing":
+            return payment
+        intent = self.psp.resolve_unknown(merchant_id=merchant_id, payment_id=payment_id)
+        if intent is None:
+            return payment
+        return self._record(payment_id, self._events_from_intent(intent), intent)
+
     def run_janitor(self, min_age_s: float = 60.0) -> list[Payment]:
-        """Resolve every ``unknown`` payment older than ``min_age_s``; returns them resolved.
+        """Resolve every ``unknown`` or stalled ``processing`` payment older than ``min_age_s``.
 
         The age gives a slow PSP call time to finish (and a search index time
         to catch up) before we ask; Kill Bill's janitor waits the same way.
+        Returns the payments it looked at, as they are now.
         """
         cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=min_age_s)
         with self.sessions() as session:
             stuck = session.execute(
-                sa.select(Payment.merchant_id, Payment.id).where(
-                    Payment.status == "unknown", Payment.updated_at <= cutoff
+                sa.select(Payment.merchant_id, Payment.id, Payment.status).where(
+                    Payment.status.in_(("unknown", "processing")), Payment.updated_at <= cutoff
                 )
             ).all()
-        return [self.resolve_unknown(merchant_id, payment_id) for merchant_id, payment_id in stuck]
+        return [
+            self.resolve_unknown(merchant_id, payment_id)
+            if status == "unknown"
+            else self.settle_stalled(merchant_id, payment_id)
+            for merchant_id, payment_id, status in stuck
+        ]
 
     def get(self, merchant_id: str, payment_id: str) -> Payment:
         """A payment of this merchant; another merchant's payment is simply not found."""
@@ -296,7 +323,7 @@ class PaymentService:
             raise FraudBlocked(verdict)
 
     def _get_or_create(
-        self, merchant_id: str, key: str, command: CreatePayment
+        self, merchant_id: str, key: str, command: CreatePayment, three_d_secure: bool
     ) -> tuple[Payment, bool]:
         with unit_of_work(self.sessions) as session:
             existing = session.scalar(
@@ -324,6 +351,7 @@ class PaymentService:
                 "amount": command.amount.amount_minor,
                 "currency": command.amount.currency,
                 "capture_method": command.capture_method,
+                "three_d_secure": three_d_secure,  # a re-drive must ask the PSP the same way
             }
             self.apply_events(session, payment, [(ps.CREATED, data)])
             return payment, True

@@ -148,6 +148,19 @@ class EmbeddedRedis:
         if self._owns_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would, keeping its directory and socket path.
+
+        Chaos only: `start` afterwards brings a new, empty server up at the same
+        ``url``, so clients reconnect by themselves. Persistence is off, so every
+        lock and stored response is gone: what a Redis that lost its memory does.
+        """
+        process, self._process = self._process, None
+        if process is not None:
+            atexit.unregister(self.stop)
+            process.kill()
+            process.wait()
+
     def __enter__(self) -> EmbeddedRedis:
         return self.start()
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from payment_systems.chaos.proxy import FaultProxy
 from payment_systems.core.merchants import create_merchant
 from payment_systems.database.migrate import upgrade
 from payment_systems.database.session import session_factory, unit_of_work
@@ -42,6 +43,9 @@ class RunningSystem:
     api_pid: int
     sandbox_pid: int
     redis_pid: int
+    redis_server: EmbeddedRedis | None = None  # chaos: kill() and start() it
+    psp_proxy: FaultProxy | None = None  # chaos: between the API and the PSP, when asked for
+    redis_proxy: FaultProxy | None = None  # chaos: between the API and Redis, when asked for
 
 
 def _database(stack: ExitStack, kind: str, tmp: Path) -> str:
@@ -70,9 +74,21 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None
 
 @contextmanager
 def running_system(
-    database: str = "sqlite", workers: int = 2, **env: str
+    database: str = "sqlite",
+    workers: int = 2,
+    *,
+    psp_proxy: bool = False,
+    redis_proxy: bool = False,
+    env: dict[str, str] | None = None,
+    **more_env: str,
 ) -> Iterator[RunningSystem]:
-    """Start the system; ``env`` adds settings (e.g. ``IDEMPOTENCY_LAYER="off"``)."""
+    """Start the system; ``env`` and keywords add settings (``IDEMPOTENCY_LAYER="off"``).
+
+    ``psp_proxy`` / ``redis_proxy`` route the API's traffic to the PSP / Redis
+    through a `FaultProxy`, so a chaos run can cut it. The sandbox's own
+    webhooks and our control calls go direct, as a partition seldom cuts
+    every path at once.
+    """
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="payment-systems-") as raw:
         tmp = Path(raw)
         redis_server = stack.enter_context(EmbeddedRedis())
@@ -90,14 +106,19 @@ def running_system(
             auth=(psp_key, ""),
         )
         endpoint.raise_for_status()
+        to_psp = stack.enter_context(FaultProxy(psp_url.split("//", 1)[1])) if psp_proxy else None
+        to_redis = (
+            stack.enter_context(FaultProxy(redis_server.socket_path)) if redis_proxy else None
+        )
         settings = {
             "PSP_WEBHOOK_SECRETS": str(endpoint.json()["secret"]),
             "DATABASE_URL": database_url,
-            "REDIS_URL": redis_server.url,
-            "PSP_API_BASE": psp_url,
+            "REDIS_URL": f"redis://{to_redis.address}/0" if to_redis else redis_server.url,
+            "PSP_API_BASE": f"http://{to_psp.address}" if to_psp else psp_url,
             "PSP_API_KEY": psp_key,
             "FRAUD_RULES": "off",  # one test card, thousands of times, from one IP
-            **env,
+            **(env or {}),
+            **more_env,
         }
         log = tmp / "api.log"
         with log.open("wb") as out:
@@ -111,7 +132,7 @@ def running_system(
                 _wait_healthy(url, process, log)
                 yield RunningSystem(
                     url, api_key, psp_url, psp_key, redis_server.url, database_url,
-                    process.pid, sandbox_pid, redis_server.pid,
+                    process.pid, sandbox_pid, redis_server.pid, redis_server, to_psp, to_redis,
                 )  # fmt: skip
             finally:
                 process.terminate()

@@ -19,7 +19,13 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
@@ -87,6 +93,12 @@ class PaymentMetrics:
             "Requests refused by admission control (503 before any work)",
             registry=self.registry,
         )
+        self.errors = Counter(
+            "api_errors",
+            "Error answers by problem code (5xx and 4xx), e.g. database_busy",
+            ["code"],
+            registry=self.registry,
+        )
         self.webhook_lag = Histogram(
             "webhook_lag_seconds",
             "From the PSP creating an event to us applying it",
@@ -94,6 +106,9 @@ class PaymentMetrics:
             registry=self.registry,
         )
         self.registry.register(_Callbacks(backlog, breaker))
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds: how a
+        # leak is seen from outside (the chaos memory-leak scenario watches it)
+        ProcessCollector(registry=self.registry)
 
     def exposition(self) -> bytes:
         """The Prometheus text format for ``GET /metrics``."""

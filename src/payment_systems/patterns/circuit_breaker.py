@@ -309,6 +309,47 @@ class CachedBreakerStore:
         return self.inner.state(name, now, config)
 
 
+class LocalWhenUnreachable:
+    """A shared store, and this worker's own memory while the shared one is unreachable.
+
+    The breaker's state lives in Redis so the fleet agrees about the PSP. But
+    if Redis dies, a breaker that raises on every read would fail every PSP
+    call, turning a Redis outage into a payments outage even where payments
+    could go on (``IDEMPOTENCY_FALLBACK=sql``). So each worker falls back to a
+    private breaker until Redis answers again: the fleet trips a little
+    later (each worker counts its own failures), but never trips *because*
+    of Redis.
+    """
+
+    def __init__(self, shared: BreakerStore, local: BreakerStore | None = None) -> None:
+        self.shared = shared
+        self.local = local or MemoryBreakerStore()
+
+    def acquire(self, name: str, now: float, config: BreakerConfig) -> Permit:
+        try:
+            return self.shared.acquire(name, now, config)
+        except redis.RedisError:
+            return self.local.acquire(name, now, config)
+
+    def success(self, name: str, now: float) -> BreakerState:
+        try:
+            return self.shared.success(name, now)
+        except redis.RedisError:
+            return self.local.success(name, now)
+
+    def failure(self, name: str, now: float, config: BreakerConfig) -> BreakerState:
+        try:
+            return self.shared.failure(name, now, config)
+        except redis.RedisError:
+            return self.local.failure(name, now, config)
+
+    def state(self, name: str, now: float, config: BreakerConfig) -> BreakerState:
+        try:
+            return self.shared.state(name, now, config)
+        except redis.RedisError:
+            return self.local.state(name, now, config)
+
+
 class CircuitBreaker:
     """Guard calls to one dependency: ``with breaker.guard(): call()``.
 

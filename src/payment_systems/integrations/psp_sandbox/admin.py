@@ -5,7 +5,8 @@ the question a load test must ask the PSP, not us: did any logical payment
 get charged twice? Charges are grouped by ``metadata[K]`` (the client's
 idempotency key, which the load generator puts in the metadata), optionally
 limited to one run (``metadata[R] == V``); every paid charge beyond the first
-in a group is a duplicate charge.
+in a group is a duplicate charge. ``&list=1`` adds every key that was charged,
+so an audit can compare them with the payments the merchant recorded.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def admin_routes(sb: Sandbox) -> list[Route]:
                 "duplicate_charges": sum(n - 1 for n in doubled.values()),
                 "examples": sorted(doubled)[:5],
             }
+            if request.query_params.get("list") == "1":  # every key charged (lost-payment audits)
+                body["charged_keys"] = sorted(groups)
             return JSONResponse(body)
         except SandboxError as exc:
             return JSONResponse(exc.body(), status_code=exc.status)
