@@ -77,7 +77,10 @@ def chart_png(result: dict[str, Any]) -> bytes:
             xs = [x + i * width for x in range(len(rows))]
             ax.bar(xs, [float(row[column]) for row in rows], width=width, label=column)
         ticks = [x + width * (len(spec["y"]) - 1) / 2 for x in range(len(rows))]
-        ax.set_xticks(ticks, [str(row[spec["x"]]) for row in rows])
+        labels = [str(row[spec["x"]]) for row in rows]
+        long_labels = max(len(label) for label in labels) * len(labels) > 60
+        ax.set_xticks(ticks, labels, rotation=20 if long_labels else 0,
+                      ha="right" if long_labels else "center")  # fmt: skip
     ax.set_xlabel(spec["x"])
     if len(spec["y"]) > 1:
         ax.legend(fontsize="small")

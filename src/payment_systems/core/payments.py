@@ -40,7 +40,13 @@ from payment_systems.database.ledger_store import SqlJournalStore
 from payment_systems.database.models import OutboxMessage, Payment, PaymentEvent
 from payment_systems.database.session import unit_of_work
 from payment_systems.errors import PaymentSystemsError
-from payment_systems.fraud.velocity import Attempt, Decision, FraudBlocked, VelocityRules
+from payment_systems.fraud.velocity import (
+    Attempt,
+    Decision,
+    FraudBlocked,
+    VelocityRules,
+    card_fingerprint,
+)
 from payment_systems.integrations.stripe_client import (
     PSPClient,
     PSPDeclined,
@@ -307,11 +313,10 @@ class PaymentService:
     def _screen(self, payment: Payment, command: CreatePayment) -> None:
         """Velocity rules: a block fails the payment (recorded as an event) and raises."""
         assert self.fraud is not None
-        fingerprint = hashlib.sha256(command.payment_method.encode()).hexdigest()[:16]
         verdict = self.fraud.check(
             Attempt(
                 merchant_id=payment.merchant_id,
-                card_fingerprint=fingerprint,
+                card_fingerprint=card_fingerprint(command.payment_method),
                 amount_minor=command.amount.amount_minor,
                 ip=command.client_ip,
                 customer_id=command.metadata.get("customer_id"),

@@ -24,6 +24,7 @@ rules are still the first layer most of them run.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -102,6 +103,11 @@ class FraudBlocked(PaymentSystemsError):
         self.verdict = verdict
 
 
+def card_fingerprint(payment_method: str) -> str:
+    """A stable, non-reversible id for a card: the rules count cards, never store them."""
+    return hashlib.sha256(payment_method.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """What the rules look at for one payment attempt."""
@@ -139,16 +145,27 @@ class VelocityRules:
 
     def check(self, attempt: Attempt) -> Verdict:
         """Record the attempt in every window and decide allow / review / block."""
+        return self._evaluate(attempt, record=True)
+
+    def peek(self, attempt: Attempt) -> Verdict:
+        """What the rules say about the windows now, without counting an attempt.
+
+        For dashboards and the end-to-end trace: looking must not change the answer.
+        """
+        return self._evaluate(attempt, record=False)
+
+    def _evaluate(self, attempt: Attempt, *, record: bool) -> Verdict:
         now = self.clock_ms()
-        unique = uuid.uuid4().hex
+        unique = uuid.uuid4().hex if record else ""
         values: dict[str, int] = {}
         for rule in self.rules.values():
             if rule.name == "card_attempts":
                 values[rule.name] = self._measure(rule, attempt.card_fingerprint, unique, now)
             elif rule.name == "cards_per_ip" and attempt.ip:
-                values[rule.name] = self._measure(rule, attempt.ip, attempt.card_fingerprint, now)
+                member = attempt.card_fingerprint if record else ""
+                values[rule.name] = self._measure(rule, attempt.ip, member, now)
             elif rule.name == "customer_amount" and attempt.customer_id:
-                member = f"{attempt.amount_minor}:{unique}"
+                member = f"{attempt.amount_minor}:{unique}" if record else ""
                 values[rule.name] = self._measure(rule, attempt.customer_id, member, now)
             elif rule.name == "merchant_declines":
                 values[rule.name] = self._measure(rule, attempt.merchant_id, "", now)

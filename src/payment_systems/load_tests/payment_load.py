@@ -101,7 +101,7 @@ class Samples:
     statuses: Counter[str] = field(default_factory=Counter)
     started: float = 0.0
     finished: float = 0.0
-    retried: int = 0  # requests re-sent after a dead connection (retry_unsent)
+    retried: int = 0  # requests re-sent after a dead connection (retry_transport_errors)
 
     def record(self, at_s: float, latency_s: float, status: str) -> None:
         micros = max(1, min(MAX_LATENCY_US, int(latency_s * 1e6)))
@@ -136,7 +136,7 @@ async def run(
     timeout_s: float = 30.0,
     max_outstanding: int | None = None,
     problem_codes: bool = False,
-    retry_unsent: bool = False,
+    retry_transport_errors: bool = False,
 ) -> tuple[str, Samples, int]:
     """Send ``plan`` to ``target``; returns (run id, samples, error count).
 
@@ -149,10 +149,11 @@ async def run(
 
     With ``problem_codes`` a 5xx is recorded with its problem code
     (``"503 database_busy"``), so a chaos run can say which mechanism answered.
-    With ``retry_unsent`` a request whose connection died before any answer
-    (a server closing a keep-alive connection as the request left) is sent
-    once more with the same Idempotency-Key, as Stripe's SDKs do; the count
-    is ``samples.retried``, and the latency includes the retry.
+    With ``retry_transport_errors`` a request whose connection died before an
+    answer (a server closing a keep-alive connection as the request left) is
+    sent once more with the same Idempotency-Key, as Stripe's SDKs do: the
+    key makes the retry safe even if the first attempt was processed. The
+    count is ``samples.retried``, and the latency includes the retry.
     """
     limit = max_outstanding or 8 * concurrency
     run_id = run_id or "load_" + secrets.token_hex(4)
@@ -180,8 +181,8 @@ async def run(
                         json=body,
                         headers={**headers, "Idempotency-Key": arrival.key},
                     )
-                except (httpx.RemoteProtocolError, httpx.ConnectError):
-                    if not retry_unsent:
+                except httpx.TransportError as exc:
+                    if not retry_transport_errors or isinstance(exc, httpx.TimeoutException):
                         raise
                     samples.retried += 1  # safe: the same key cannot charge twice
                     response = await client.post(
@@ -194,8 +195,12 @@ async def run(
                     status = f"{status} {_problem_code(response)}"
             except httpx.TimeoutException:
                 status = "timeout"
-            except httpx.HTTPError:
-                status = "connection_error"
+            except httpx.HTTPError as exc:
+                status = (
+                    f"connection_error {type(exc).__name__}"
+                    if problem_codes
+                    else "connection_error"
+                )
             samples.record(arrival.at_s, time.perf_counter() - intended, status)
             errors += is_error(status, arrival.key in repeated)
 
