@@ -9,6 +9,10 @@ machine with only Python 3.11 and pip needs exactly:
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -46,7 +50,26 @@ def tests(session: nox.Session) -> None:
     Extra arguments go to pytest: `nox -s tests -- tests/test_money.py -k alloc`.
     """
     session.install("-e", ".[test,docs]")
+    _ensure_chromium(session)
     session.run("pytest", *session.posargs, env=DOCS_ENV)
+
+
+def _ensure_chromium(session: nox.Session) -> None:
+    """Debian's chromium, for the browser test of the site (installed when we are root).
+
+    Playwright drives it; its own browser download needs the internet, apt does not
+    (only the package mirror). Without root or apt the browser test says how to get it.
+    """
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        return
+    if not (shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0):
+        session.warn("chromium not found and cannot be installed here: `apt-get install chromium`")
+        return
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run(install, env={**os.environ, **env}, check=False).returncode != 0:
+        session.run("apt-get", "update", external=True, env=env)
+        session.run(*install, external=True, env=env)
 
 
 @nox.session
