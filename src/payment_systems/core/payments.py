@@ -34,7 +34,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from payment_systems.chargebacks.prevention import ThreeDSPolicy
 from payment_systems.core import payment_state as ps
-from payment_systems.core.ledger import Ledger, transfer
+from payment_systems.core.ledger import Ledger
+from payment_systems.core.payment_postings import post_event
 from payment_systems.core.psp_sync import events_to_reach, view_of
 from payment_systems.database.ledger_store import SqlJournalStore
 from payment_systems.database.models import OutboxMessage, Payment, PaymentEvent
@@ -460,7 +461,7 @@ class PaymentService:
                     },
                 )
             )
-            self._post(ledger, payment, before, state, event_type, data)
+            post_event(ledger, payment.id, payment.currency, before, state, event_type, data)
         payment.status = state.status
         payment.amount_captured = state.amount_captured
         payment.amount_refunded = state.amount_refunded
@@ -468,48 +469,3 @@ class PaymentService:
         payment.failure_code = state.failure_code
         payment.version = state.version
         session.flush()
-
-    @staticmethod
-    def _post(
-        ledger: Ledger,
-        payment: Payment,
-        before: ps.PaymentState,
-        after: ps.PaymentState,
-        event_type: str,
-        data: Mapping[str, Any],
-    ) -> None:
-        pid, currency = payment.id, payment.currency
-        if event_type == ps.AUTHORIZED:
-            ledger.hold(
-                f"{pid}:auth", "psp_receivable", "merchant_payable",
-                Money(after.amount_capturable, currency), "authorization", pid,
-            )  # fmt: skip
-        elif event_type == ps.CAPTURED:
-            captured = Money(after.amount_captured, currency)
-            if before.status == "requires_capture":
-                ledger.post_hold(f"{pid}:capture", f"{pid}:auth", captured)
-            else:
-                ledger.post(
-                    f"{pid}:capture",
-                    transfer("psp_receivable", "merchant_payable", captured),
-                    "capture",
-                    pid,
-                )
-            fee = data.get("fee")
-            if fee:
-                ledger.post(
-                    f"{pid}:fee",
-                    transfer("psp_fees", "psp_receivable", Money(int(fee), currency)),
-                    "PSP fee",
-                    pid,
-                )
-        elif event_type == ps.CANCELED and before.status == "requires_capture":
-            ledger.void_hold(f"{pid}:void", f"{pid}:auth")
-        elif event_type == ps.REFUNDED:
-            amount = Money(int(data["amount"]), currency)
-            ledger.post(
-                f"{pid}:refund:{data['refund_id']}",
-                transfer("merchant_payable", "psp_receivable", amount),
-                "refund",
-                pid,
-            )
