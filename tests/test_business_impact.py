@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
+import pytest
 from typer.testing import CliRunner
 
 from payment_systems.business.impact import (
@@ -13,6 +14,7 @@ from payment_systems.business.impact import (
     duplicate_charge_cost,
     fx_markup_revenue,
     reconciliation_cost,
+    settlement_float,
     three_ds_breakeven_fraud_rate,
     week_total,
 )
@@ -72,3 +74,15 @@ def test_impact_json_lists_every_case() -> None:
     rows = json.loads(result.output)
     assert len(rows) == len(cases())
     assert {"case", "inputs", "computed", "study plan says", "agrees"} <= set(rows[0])
+
+
+def test_settlement_float_is_a_days_volume_per_day_in_transit_at_the_rate() -> None:
+    f = settlement_float(Money.of("500000", "USD"), days_in_transit=3, annual_rate=Decimal("0.05"))
+    assert str(f.average_float) == "1500000.00 USD"
+    assert str(f.annual_interest) == "75000.00 USD"
+    assert str(f.per_day_earlier) == "25000.00 USD"
+
+
+def test_a_negative_settlement_delay_is_refused() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        settlement_float(days_in_transit=-1)
