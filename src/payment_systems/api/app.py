@@ -130,16 +130,17 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         headers = {"Retry-After": "1"} if exc.http_status == 503 else None
         return from_error(exc, headers)
 
+    def database_busy(detail: str) -> Response:
+        rt().metrics.errors.labels("database_busy").inc()
+        return problem(503, "database_busy", detail, headers={"Retry-After": "1"})
+
     @app.exception_handler(sa_exc.TimeoutError)
     async def pool_exhausted(_: Request, exc: sa_exc.TimeoutError) -> Response:
         log.warning("database connection pool exhausted: %s", exc)
-        rt().metrics.errors.labels("database_busy").inc()
-        return problem(
-            503, "database_busy",
+        return database_busy(
             "every database connection is in use; nothing was changed, retry after the "
-            "Retry-After delay with the same Idempotency-Key",
-            headers={"Retry-After": "1"},
-        )  # fmt: skip
+            "Retry-After delay with the same Idempotency-Key"
+        )
 
     @app.exception_handler(sa_exc.OperationalError)
     async def database_error(request: Request, exc: sa_exc.OperationalError) -> Response:
@@ -148,13 +149,10 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         # connection, for as long as that lock lives. The transaction rolled back.
         if getattr(exc.orig, "sqlstate", None) == "55P03":
             log.warning("database lock wait timed out: %s", exc.orig)
-            rt().metrics.errors.labels("database_busy").inc()
-            return problem(
-                503, "database_busy",
+            return database_busy(
                 "a database lock was held too long and this step was rolled back; retry "
-                "after the Retry-After delay with the same Idempotency-Key to get the outcome",
-                headers={"Retry-After": "1"},
-            )  # fmt: skip
+                "after the Retry-After delay with the same Idempotency-Key to get the outcome"
+            )
         return await unexpected(request, exc)
 
     @app.exception_handler(Exception)
