@@ -30,6 +30,8 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from payment_systems.infra.processes import stop
+
 _STARTUP_TIMEOUT_S = 10.0
 
 
@@ -139,12 +141,7 @@ class EmbeddedRedis:
         process, self._process = self._process, None
         if process is not None:
             atexit.unregister(self.stop)
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # pragma: no cover - a wedged server
-                process.kill()
-                process.wait()
+            stop(process)
         if self._owns_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 

@@ -14,7 +14,6 @@ import secrets
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from payment_systems.core.merchants import create_merchant
 from payment_systems.database.migrate import upgrade
 from payment_systems.database.session import session_factory, unit_of_work
 from payment_systems.infra import EmbeddedRedis, create_engine
+from payment_systems.infra.processes import stop, wait_until_healthy
 from payment_systems.integrations.psp_sandbox.server import free_port, run_sandbox_process
 
 
@@ -57,19 +57,6 @@ def _database(stack: ExitStack, kind: str, tmp: Path) -> str:
         server = stack.enter_context(EmbeddedPostgres(tmp / "pg"))
         return server.create_database("payments")
     raise ValueError(f"database must be sqlite or postgres, not {kind!r}")
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the API did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
 
 
 @contextmanager
@@ -129,15 +116,10 @@ def running_system(
             )  # fmt: skip
             url = f"http://127.0.0.1:{port}"
             try:
-                _wait_healthy(url, process, log)
+                wait_until_healthy(url, process, log, what="the API")
                 yield RunningSystem(
                     url, api_key, psp_url, psp_key, redis_server.url, database_url,
                     process.pid, sandbox_pid, redis_server.pid, redis_server, to_psp, to_redis,
                 )  # fmt: skip
             finally:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:  # pragma: no cover - a wedged worker
-                    process.kill()
-                    process.wait()
+                stop(process, timeout_s=20)

@@ -10,13 +10,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from payment_systems.infra.http import BackgroundServer
+from payment_systems.infra.processes import stop, wait_until_healthy
 
 SandboxServer = BackgroundServer  # the sandbox is one ASGI app among others
 
@@ -51,8 +51,6 @@ def run_sandbox_process(port: int | None = None) -> Iterator[tuple[str, int]]:
     Benchmarks and load tests use this so the sandbox's CPU is its own and it
     does not share an interpreter lock with the client.
     """
-    import httpx
-
     port = port or free_port()
     with tempfile.TemporaryDirectory(prefix="psp-sandbox-") as tmp:
         db = f"sqlite:///{Path(tmp) / 'sandbox.db'}"
@@ -62,18 +60,7 @@ def run_sandbox_process(port: int | None = None) -> Iterator[tuple[str, int]]:
             process = subprocess.Popen([*command, "--db", db], stdout=log, stderr=subprocess.STDOUT)
             url = f"http://127.0.0.1:{port}"
             try:
-                deadline = time.monotonic() + 20
-                while True:
-                    try:
-                        if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        if process.poll() is not None or time.monotonic() > deadline:
-                            raise RuntimeError(
-                                f"the sandbox process did not start:\n{log_path.read_text()}"
-                            ) from None
-                    time.sleep(0.05)
+                wait_until_healthy(url, process, log_path, what="the sandbox process", timeout_s=20)
                 yield url, process.pid
             finally:
-                process.terminate()
-                process.wait(timeout=10)
+                stop(process)
