@@ -84,12 +84,7 @@ def _signal(sample: Sample, base: Sample, rss_limit: int) -> str | None:
         bad = {k: v for k, v in sample.checks.items() if v != "ok" and k != "status"}
         return "readyz degraded: " + ", ".join(f"{k}={v}" for k, v in bad.items())
     if sample.errors() > base.errors():
-        rose = {
-            k.split('"')[1]: int(v - base.counters.get(k, 0))
-            for k, v in sample.counters.items()
-            if k.startswith("api_errors_total") and v > base.counters.get(k, 0)
-        }
-        return f"api_errors_total rose: {rose}"
+        return f"api_errors_total rose: {sample.errors_since(base)}"
     if sample.unknown_outcomes() > base.unknown_outcomes():
         return "payments_total{outcome=unknown} rose"
     if sample.rss_bytes and base.rss_bytes and sample.rss_bytes - base.rss_bytes > rss_limit:
@@ -115,12 +110,7 @@ def detection(samples: list[Sample], inject_at: float, heal_at: float) -> dict[s
         for k, v in s.checks.items():
             if v not in ("ok", "ready", "degraded") and v not in seen.setdefault(k, []):
                 seen[k].append(v)
-    last = samples[-1].counters
-    codes = {
-        k.split('"')[1]: int(v - base.counters.get(k, 0))
-        for k, v in last.items()
-        if k.startswith("api_errors_total") and v > base.counters.get(k, 0)
-    }
+    codes = samples[-1].errors_since(base)
     return {
         "detected_after_s": None if first is None else round(first[0].at - inject_at, 2),
         "signal": None if first is None else first[1],

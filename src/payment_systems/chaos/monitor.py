@@ -35,6 +35,14 @@ class Sample:
         """Error answers so far (by problem code), summed."""
         return sum(v for k, v in self.counters.items() if k.startswith("api_errors_total"))
 
+    def errors_since(self, base: Sample) -> dict[str, int]:
+        """Error answers per problem code that rose since ``base`` (``{"database_busy": 3}``)."""
+        return {
+            key.split('"')[1]: int(value - base.counters.get(key, 0))
+            for key, value in self.counters.items()
+            if key.startswith("api_errors_total") and value > base.counters.get(key, 0)
+        }
+
     def unknown_outcomes(self) -> float:
         return self.counters.get('payments_total{outcome="unknown"}', 0.0)
 
