@@ -65,6 +65,13 @@ class Runtime:
     watchdog: RssWatchdog | None = None  # WORKER_MAX_RSS_GROWTH_MB
     _merchants: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def engine(self) -> Engine:
+        """The engine behind ``sessions`` (for the outbox relay, the janitor, scripts)."""
+        bind = self.sessions.kw["bind"]
+        assert isinstance(bind, Engine)
+        return bind
+
     def merchant_for(self, api_key: str) -> str | None:
         """The merchant id owning ``api_key`` (cached: keys are immutable once issued)."""
         digest = hash_key(api_key)

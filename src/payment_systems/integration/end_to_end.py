@@ -201,7 +201,6 @@ def trace(amount: Money, *, on_step: Callable[[Step], None] = lambda _s: None) -
     rec = _Recorder(result, on_step)
     with local_stack("Demo Shop") as stack:
         runtime, psp = stack.runtime, stack.runtime.service.psp
-        engine = runtime.sessions.kw["bind"]
         with rec.step("merchant key", "core/merchants.py") as f:
             f.update(merchant=stack.merchant_id, api_key=stack.api_key[:12] + "…")
         if amount.currency != SETTLEMENT_CURRENCY:
@@ -256,7 +255,7 @@ def trace(amount: Money, *, on_step: Callable[[Step], None] = lambda _s: None) -
             # so the webhook confirmed it and changed nothing; "applied": it moved the payment
             f.update(events=[f"{t}: {o}" for t, o in received()], signature="verified (HMAC)")
         with rec.step("outbox relay -> stream", "patterns/outbox.py") as f:
-            published = OutboxRelay(engine, runtime.redis).relay_once()
+            published = OutboxRelay(runtime.engine, runtime.redis).relay_once()
             entries = [
                 as_text(fields[b"type"])
                 for _id, fields in (runtime.redis.xrange(STREAM) or [])
