@@ -44,6 +44,8 @@ class Dependency:
     source: str
     on_payment_path: bool = True  # needed to take a payment
     on_read_path: bool = False  # needed to read one (GET /v1/payments/{id})
+    replaced_by_sql_fallback: bool = False  # IDEMPOTENCY_FALLBACK=sql does its job (Redis)
+    behind_breaker: bool = False  # calls go through the circuit breaker (the PSP)
 
 
 DEFAULT_DEPENDENCIES: tuple[Dependency, ...] = (
@@ -64,12 +66,14 @@ DEFAULT_DEPENDENCIES: tuple[Dependency, ...] = (
         "Redis (managed, Multi-AZ)",
         0.9999,
         "Amazon ElastiCache Multi-AZ SLA, 99.99% (aws.amazon.com/elasticache/sla)",
+        replaced_by_sql_fallback=True,
     ),
     Dependency(
         "PSP API",
         0.9999,
         "an assumption: Stripe publishes no SLA for standard accounts; its status page "
         "history is the place to check (status.stripe.com)",
+        behind_breaker=True,
     ),
 )
 
@@ -148,10 +152,10 @@ def reliability(
     tries = attempts if attempts is not None else RetryPolicy().max_attempts
     on_path = [d.availability for d in dependencies if d.on_payment_path]
     without_redis = [
-        d.availability for d in dependencies if d.on_payment_path and "Redis" not in d.name
+        d.availability for d in dependencies if d.on_payment_path and not d.replaced_by_sql_fallback
     ]
     reads = [d.availability for d in dependencies if d.on_read_path]
-    psp = [d.availability for d in dependencies if d.name.startswith("PSP")]
+    psp = [d.availability for d in dependencies if d.behind_breaker]
     return Reliability(
         payment_creation=series(on_path),
         payment_creation_with_sql_fallback=series(without_redis),
