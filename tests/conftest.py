@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -148,8 +149,13 @@ class ApiUnderTest:
 
 @contextmanager
 def _api_on(
-    engine: Engine, redis_client: redis.Redis, psp_sandbox: SandboxServer, psp_key: str
+    engine: Engine,
+    redis_client: redis.Redis,
+    psp_sandbox: SandboxServer,
+    psp_key: str,
+    **settings: Any,
 ) -> Iterator[ApiUnderTest]:
+    """The API on ``engine``; ``settings`` override `Settings` fields (e.g. a lock timeout)."""
     from payment_systems.api.app import create_app
     from payment_systems.api.runtime import build_runtime
     from payment_systems.core.merchants import create_merchant
@@ -166,10 +172,13 @@ def _api_on(
         psp_key, psp_sandbox.url, retry=RetryPolicy(max_attempts=3, base_s=0.02, cap_s=0.05),
         breaker=CircuitBreaker(f"api-{uuid.uuid4()}"),
     )  # fmt: skip
-    settings = Settings(database_url=engine.url.render_as_string(hide_password=False))
-    runtime = build_runtime(settings, psp=psp, redis_client=redis_client)
+    url = engine.url.render_as_string(hide_password=False)
+    runtime = build_runtime(
+        Settings(database_url=url, **settings), psp=psp, redis_client=redis_client
+    )
     with BackgroundServer(create_app(runtime)) as server:
         yield ApiUnderTest(server.url, key_a, key_b, runtime, psp_key)
+    runtime.engine.dispose()  # its pooled connections, before the database goes away
 
 
 @pytest.fixture

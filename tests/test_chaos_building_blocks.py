@@ -6,22 +6,18 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
-from payment_systems.api.app import create_app
-from payment_systems.api.runtime import build_runtime
 from payment_systems.api.watchdog import RecycleLease, RssWatchdog
 from payment_systems.chaos.failure_simulator import impact, recovery
 from payment_systems.chaos.leak import Leak
 from payment_systems.chaos.monitor import Sample
 from payment_systems.chaos.proxy import FaultProxy
 from payment_systems.cli import app as cli
-from payment_systems.config import Settings
 from payment_systems.core.idempotency import (
     IdempotencyUnavailable,
     Outcome,
@@ -34,7 +30,6 @@ from payment_systems.core.merchants import create_merchant
 from payment_systems.core.payments import CreatePayment, PaymentService
 from payment_systems.database.migrate import upgrade
 from payment_systems.database.session import session_factory, unit_of_work
-from payment_systems.infra.http import BackgroundServer
 from payment_systems.infra.redis import EmbeddedRedis
 from payment_systems.integrations.psp_sandbox import SandboxServer
 from payment_systems.integrations.stripe_client import PSPClient, RetryPolicy
@@ -47,6 +42,7 @@ from payment_systems.patterns.circuit_breaker import (
     LocalWhenUnreachable,
     RedisBreakerStore,
 )
+from tests.conftest import _api_on
 
 # -- Redis dies --------------------------------------------------------------------
 
@@ -109,23 +105,18 @@ def test_the_breaker_keeps_counting_in_worker_memory_while_redis_is_unreachable(
 def test_a_table_lock_held_elsewhere_answers_503_database_busy_within_the_lock_timeout(
     pg_engine: Engine, redis_client: redis.Redis, psp_sandbox: SandboxServer, psp_key: str
 ) -> None:
-    upgrade(pg_engine)
-    with unit_of_work(session_factory(pg_engine)) as session:
-        _merchant, api_key = create_merchant(session, "Locked Shop")
-    url = pg_engine.url.render_as_string(hide_password=False)
-    settings = Settings(database_url=url, db_lock_timeout_s=0.5, fraud_rules=False)
-    psp = PSPClient(psp_key, psp_sandbox.url, breaker=CircuitBreaker(f"b-{uuid.uuid4()}"))
-    runtime = build_runtime(settings, psp=psp, redis_client=redis_client)
-    runtime.merchant_for(api_key)
     body = {"amount": 900, "currency": "usd", "payment_method": "pm_card_visa"}
-    headers = {"Authorization": f"Bearer {api_key}", "Idempotency-Key": "locked-1"}
-    with BackgroundServer(create_app(runtime)) as server, pg_engine.connect() as holder:
+    with (
+        _api_on(pg_engine, redis_client, psp_sandbox, psp_key,
+                db_lock_timeout_s=0.5, fraud_rules=False) as api,
+        pg_engine.connect() as holder,
+    ):  # fmt: skip
         holder.execute(sa.text("LOCK TABLE payments IN ACCESS EXCLUSIVE MODE"))
         started = time.monotonic()
-        busy = httpx.post(f"{server.url}/v1/payments", json=body, headers=headers, timeout=30)
+        busy = api.post("/v1/payments", body, key="locked-1")
         waited = time.monotonic() - started
         holder.rollback()
-        retried = httpx.post(f"{server.url}/v1/payments", json=body, headers=headers, timeout=30)
+        retried = api.post("/v1/payments", body, key="locked-1")
     assert (busy.status_code, busy.json()["code"]) == (503, "database_busy")
     assert waited < 5
     assert retried.status_code == 201
