@@ -174,22 +174,15 @@ async def run(
                 "payment_method": plan.payment_method,
                 "metadata": {"load_run": run_id, "load_key": arrival.key},
             }
+            request_headers = {**headers, "Idempotency-Key": arrival.key}
             try:
                 try:
-                    response = await client.post(
-                        "/v1/payments",
-                        json=body,
-                        headers={**headers, "Idempotency-Key": arrival.key},
-                    )
+                    response = await client.post("/v1/payments", json=body, headers=request_headers)
                 except httpx.TransportError as exc:
                     if not retry_transport_errors or isinstance(exc, httpx.TimeoutException):
                         raise
                     samples.retried += 1  # safe: the same key cannot charge twice
-                    response = await client.post(
-                        "/v1/payments",
-                        json=body,
-                        headers={**headers, "Idempotency-Key": arrival.key},
-                    )
+                    response = await client.post("/v1/payments", json=body, headers=request_headers)
                 status = str(response.status_code)
                 if problem_codes and response.status_code >= 500:
                     status = f"{status} {_problem_code(response)}"
