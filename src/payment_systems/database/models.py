@@ -72,6 +72,8 @@ class Payment(Base):
         sa.UniqueConstraint("merchant_id", "idempotency_key"),
         sa.CheckConstraint("amount_minor > 0", name="positive_amount"),
         sa.Index("ix_payments_status_updated", "status", "updated_at"),
+        # every webhook and every dispute sync finds its payment by the PSP's intent id
+        sa.Index("ix_payments_psp_intent_id", "psp_intent_id"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
@@ -88,6 +90,11 @@ class Payment(Base):
     amount_refunded: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     psp_intent_id: Mapped[str | None] = mapped_column(sa.String(64))
     failure_code: Mapped[str | None] = mapped_column(sa.String(64))
+    # What the merchant pays on this payment (the PSP's fee, passed through).
+    fee_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    # The request's fingerprint: a key reused with another body after the Redis record
+    # expired is refused here too (422), instead of replaying the old payment.
+    request_fingerprint: Mapped[str | None] = mapped_column(sa.String(64))
     version: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=_now)
     updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
@@ -115,14 +122,24 @@ class PaymentEvent(Base):
 
 
 class LedgerAccount(Base):
-    """A ledger account, one per (code, currency): balances never mix currencies."""
+    """A ledger account, one per (code, currency, owner): balances never mix currencies.
+
+    Merchant-owned accounts (``merchant_payable``) have one row per merchant, so
+    "what do we owe merchant X?" is a sum over X's account alone, and a merchant's
+    journals touch only its own rows. Platform accounts have ``merchant_id = ''``
+    (not NULL: SQL treats NULLs as distinct, which would let the unique
+    constraint admit two platform accounts for the same code).
+    """
 
     __tablename__ = "ledger_accounts"
-    __table_args__ = (sa.UniqueConstraint("code", "currency"),)
+    __table_args__ = (
+        sa.UniqueConstraint("code", "currency", "merchant_id", name="uq_ledger_accounts_owner"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     code: Mapped[str] = mapped_column(sa.String(64))
     currency: Mapped[str] = mapped_column(sa.String(3))
+    merchant_id: Mapped[str] = mapped_column(sa.String(40), default="", server_default="")
     kind: Mapped[str] = mapped_column(sa.String(16))  # asset | liability | revenue | expense
 
 
@@ -141,6 +158,14 @@ class LedgerJournal(Base):
     resolves: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     payment_id: Mapped[str | None] = mapped_column(sa.String(40), index=True)
     description: Mapped[str] = mapped_column(sa.String(200))
+    # capture | fee | refund | authorization | void | dispute | ...: what reconciliation reads
+    category: Mapped[str | None] = mapped_column(sa.String(32))
+    # The PSP object this journal books (ch_…, re_…) and the PSP's timestamp for it:
+    # reconciliation matches the books to the PSP's report by these.
+    psp_object: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    effective_at: Mapped[int | None] = mapped_column(sa.BigInteger)
+    # When the funds become available to the merchant (epoch s; NULL: at once).
+    available_on: Mapped[int | None] = mapped_column(sa.BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=_now)
 
 
@@ -160,6 +185,30 @@ class LedgerEntry(Base):
     direction: Mapped[str] = mapped_column(sa.String(6))
     amount_minor: Mapped[int] = mapped_column(sa.BigInteger)
     currency: Mapped[str] = mapped_column(sa.String(3))
+
+
+class Refund(Base):
+    """One refund of a payment, ours or the PSP's: the record that makes it happen once.
+
+    The row is written *before* the PSP call (``pending``), so a crash or a
+    timeout leaves a trace the janitor can resolve; ``psp_refund_id`` is unique,
+    so the API path and the webhook path of the same PSP refund can book it
+    only once, in whichever order they arrive.
+    """
+
+    __tablename__ = "refunds"
+    __table_args__ = (sa.Index("ix_refunds_status_updated", "status", "updated_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)  # re_… (ours, or the PSP's)
+    payment_id: Mapped[str] = mapped_column(sa.ForeignKey("payments.id"), index=True)
+    merchant_id: Mapped[str] = mapped_column(sa.String(40))
+    amount_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    status: Mapped[str] = mapped_column(sa.String(16))  # pending | unknown | succeeded | failed
+    psp_refund_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    failure_code: Mapped[str | None] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
 
 
 class IdempotencyKey(Base):
