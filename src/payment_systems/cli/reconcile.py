@@ -47,7 +47,8 @@ def reconcile_command(
     """Three-way reconciliation of our ledger, the PSP's report and the bank statement.
 
     The files are CSV, sorted by reference (see the Reconciliation page for the columns).
-    Exits 1 if any break other than 'timing' remains, so a scheduler can alert on it.
+    Exits 1 if any break other than 'timing' remains, so a scheduler can alert on it, and
+    2 if a file cannot be read (the message names the file, line and column to fix).
     """
     import dataclasses
     import json
@@ -55,6 +56,7 @@ def reconcile_command(
 
     from payment_systems.core.recon_formats import LedgerRow
     from payment_systems.core.reconciliation import Tolerance, reconcile_files
+    from payment_systems.errors import PaymentSystemsError
 
     when = (
         datetime.strptime(cutoff, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
@@ -62,14 +64,19 @@ def reconcile_command(
         else datetime.now(UTC)
     )
     carried = [LedgerRow(**row) for row in json.loads(carry_in.read_text())] if carry_in else []
-    report = reconcile_files(
-        ledger,
-        psp,
-        bank,
-        cutoff=int(when.timestamp()),
-        tolerance=Tolerance(amount_tolerance, fee_tolerance),
-        carried=carried,
-    )
+    try:
+        report = reconcile_files(
+            ledger,
+            psp,
+            bank,
+            cutoff=int(when.timestamp()),
+            tolerance=Tolerance(amount_tolerance, fee_tolerance),
+            carried=carried,
+        )
+    except PaymentSystemsError as exc:
+        # A bad input file is the user's to fix, not a bug: say what and where, no traceback.
+        typer.echo(f"error [{exc.code}]: {exc.message}", err=True)
+        raise typer.Exit(2) from None
     report.write(json_out, csv_out)
     if carry_out is not None:
         carry_out.write_text(json.dumps([dataclasses.asdict(r) for r in report.carried_ledger]))
