@@ -1,4 +1,4 @@
-"""The transactional outbox under crashes, with real processes, Postgres and Redis."""
+"""The transactional outbox under crashes and failing handlers: real processes, databases, Redis."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -24,7 +25,12 @@ from payment_systems.database.session import session_factory, unit_of_work
 from payment_systems.integrations.psp_sandbox import SandboxServer
 from payment_systems.integrations.stripe_client import PSPClient
 from payment_systems.money import Money
-from payment_systems.patterns.outbox import IdempotentConsumer, OutboxRelay, partition_of
+from payment_systems.patterns.outbox import (
+    ConsumerMetrics,
+    IdempotentConsumer,
+    OutboxRelay,
+    partition_of,
+)
 
 EFFECTS = "CREATE TABLE effects (event_id VARCHAR(80), aggregate_id VARCHAR(40), version INTEGER)"
 
@@ -60,10 +66,14 @@ def _url(engine: Engine) -> str:
 
 def _effects(engine: Engine) -> list[tuple[str, str, int]]:
     with engine.connect() as conn:
-        return [
-            tuple(r)
-            for r in conn.execute(sa.text("SELECT event_id, aggregate_id, version FROM effects"))
-        ]  # type: ignore[misc]
+        rows = conn.execute(sa.text("SELECT event_id, aggregate_id, version FROM effects"))
+        return [(str(e), str(a), int(v)) for e, a, v in rows]
+
+
+def _entries(client: redis.Redis, stream: str) -> list[dict[str, str]]:
+    """Every entry of ``stream``, decoded."""
+    reply = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(stream))
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in reply]
 
 
 def _outbox_ids(engine: Engine) -> set[str]:
@@ -224,11 +234,211 @@ def test_several_relays_at_once_keep_each_payments_events_in_order(
         t.start()
     for t in threads:
         t.join()
-    published = [json.loads(f[b"payload"])["version"] for _, f in redis_client.xrange(stream)]
+    published = [json.loads(f["payload"])["version"] for f in _entries(redis_client, stream)]
     by_aggregate: dict[str, list[int]] = {}
-    for _, fields in redis_client.xrange(stream):
-        by_aggregate.setdefault(fields[b"aggregate_id"].decode(), []).append(
-            int(json.loads(fields[b"payload"])["version"])
+    for fields in _entries(redis_client, stream):
+        by_aggregate.setdefault(fields["aggregate_id"], []).append(
+            int(json.loads(fields["payload"])["version"])
         )
     assert len(published) == 400
     assert all(versions == sorted(versions) for versions in by_aggregate.values())
+
+
+# -- consumer failures: redelivery and the dead-letter stream ---------------------------
+
+RECEIPTS = "CREATE TABLE receipts (aggregate_id VARCHAR(40) PRIMARY KEY)"
+
+
+@pytest.fixture
+def any_db(any_engine: Engine) -> Engine:
+    """A migrated database (SQLite and Postgres) with the test handlers' tables."""
+    upgrade(any_engine)
+    with any_engine.begin() as conn:
+        conn.execute(sa.text(EFFECTS))
+        conn.execute(sa.text(RECEIPTS))
+    return any_engine
+
+
+def _xadd(client: redis.Redis, stream: str, aggregate: str, version: int) -> str:
+    """Publish one event as the relay does; returns its event id."""
+    event_id = f"{aggregate}:{version}"
+    fields = {
+        "event_id": event_id, "aggregate_id": aggregate, "type": "PaymentTest",
+        "payload": json.dumps({"version": version}),
+    }  # fmt: skip
+    client.xadd(stream, fields)  # type: ignore[arg-type]
+    return event_id
+
+
+def send_receipt(session: Session, message: dict[str, Any]) -> None:
+    """A handler with its own constraint: one receipt per payment (a bug for a 2nd event)."""
+    record_effect(session, message)
+    session.execute(sa.text("INSERT INTO receipts VALUES (:a)"), {"a": message["aggregate_id"]})
+
+
+def _inbox(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(sa.text("SELECT event_id FROM consumer_inbox")).scalars())
+
+
+def _pending(client: redis.Redis, stream: str) -> int:
+    return int(client.xpending(stream, "ledger-export")["pending"])
+
+
+def _dead(client: redis.Redis, stream: str) -> list[dict[str, str]]:
+    return _entries(client, f"{stream}:dead")
+
+
+def test_handler_integrity_error_is_not_acknowledged_as_duplicate(
+    any_db: Engine, redis_client: redis.Redis, stream: str
+) -> None:
+    with any_db.begin() as conn:
+        conn.execute(sa.text("INSERT INTO receipts VALUES ('pay_1')"))  # the handler will clash
+    event = _xadd(redis_client, stream, "pay_1", 1)
+    metrics = ConsumerMetrics()
+    consumer = IdempotentConsumer(
+        redis_client, session_factory(any_db), group="ledger-export", name="c1",
+        handler=send_receipt, stream=stream, metrics=metrics,
+    )  # fmt: skip
+    assert consumer.consume_once(block_ms=50) == 1
+    assert _pending(redis_client, stream) == 1  # not acknowledged: still owed
+    assert event not in _inbox(any_db)  # a retry must not mistake it for a duplicate
+    assert _effects(any_db) == []  # the handler's partial work was rolled back
+    assert (
+        metrics.registry.get_sample_value(
+            "outbox_consumer_failures_total", {"consumer": "ledger-export"}
+        )
+        == 1
+    )
+    assert _dead(redis_client, stream) == []  # one failure is not poison
+
+
+def test_failed_message_is_redelivered_and_applied_once(
+    any_db: Engine, redis_client: redis.Redis, stream: str
+) -> None:
+    first = _xadd(redis_client, stream, "pay_1", 1)
+    second = _xadd(redis_client, stream, "pay_2", 1)
+    calls: list[str] = []
+
+    def flaky(session: Session, message: dict[str, Any]) -> None:
+        calls.append(message["event_id"])
+        record_effect(session, message)  # written, then the failure must undo it
+        if calls.count(message["event_id"]) == 1 and message["event_id"] == first:
+            raise ConnectionError("downstream blipped")
+
+    # min_idle_ms is long: the retry comes from this member's own pending list,
+    # not from the takeover of a dead member's entries
+    consumer = IdempotentConsumer(
+        redis_client, session_factory(any_db), group="ledger-export", name="c1",
+        handler=flaky, stream=stream, min_idle_ms=60_000, retry_base_ms=0,
+    )  # fmt: skip
+    _drain(consumer)
+    assert calls == [first, second, first]
+    assert sorted(e for e, _, _ in _effects(any_db)) == sorted([first, second])
+    assert _pending(redis_client, stream) == 0
+    assert _dead(redis_client, stream) == []
+
+
+def test_a_failed_message_waits_for_its_backoff_before_the_retry(
+    any_db: Engine, redis_client: redis.Redis, stream: str
+) -> None:
+    event = _xadd(redis_client, stream, "pay_1", 1)
+    calls: list[str] = []
+
+    def fails_once(session: Session, message: dict[str, Any]) -> None:
+        calls.append(message["event_id"])
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        record_effect(session, message)
+
+    consumer = IdempotentConsumer(
+        redis_client, session_factory(any_db), group="ledger-export", name="c1",
+        handler=fails_once, stream=stream, retry_base_ms=300,
+    )  # fmt: skip
+    consumer.consume_once(block_ms=10)
+    assert consumer.consume_once(block_ms=10) == 0  # a broken handler is not hammered
+    assert len(calls) == 1
+    time.sleep(0.35)
+    assert consumer.consume_once(block_ms=10) == 1
+    assert [e for e, _, _ in _effects(any_db)] == [event]
+    assert _pending(redis_client, stream) == 0
+
+
+def test_poison_message_goes_to_dead_letter_after_n_attempts_and_is_counted(
+    any_db: Engine, redis_client: redis.Redis, stream: str
+) -> None:
+    poison = _xadd(redis_client, stream, "pay_1", 1)
+    healthy = _xadd(redis_client, stream, "pay_2", 1)
+    attempts: list[str] = []
+
+    def rejects_poison(session: Session, message: dict[str, Any]) -> None:
+        if message["event_id"] == poison:
+            attempts.append(poison)
+            raise ValueError("unknown currency XXX")
+        record_effect(session, message)
+
+    metrics = ConsumerMetrics()
+    consumer = IdempotentConsumer(
+        redis_client, session_factory(any_db), group="ledger-export", name="c1",
+        handler=rejects_poison, stream=stream, max_attempts=3, retry_base_ms=0,
+        metrics=metrics,
+    )  # fmt: skip
+    _drain(consumer)
+    assert len(attempts) == 3
+    [dead] = _dead(redis_client, stream)
+    assert dead["event_id"] == poison
+    assert dead["error"] == "ValueError: unknown currency XXX"
+    assert (dead["group"], dead["consumer"], dead["attempts"]) == ("ledger-export", "c1", "3")
+    assert json.loads(dead["payload"]) == {"version": 1}  # replayable as published
+    assert _pending(redis_client, stream) == 0  # released from the main stream
+    assert [e for e, _, _ in _effects(any_db)] == [healthy]  # the rest kept flowing
+    assert poison not in _inbox(any_db)
+    sample = metrics.registry.get_sample_value
+    assert sample("outbox_dead_letters_total", {"consumer": "ledger-export"}) == 1
+    assert sample("outbox_consumer_failures_total", {"consumer": "ledger-export"}) == 3
+
+
+def test_a_message_that_kills_every_consumer_is_dead_lettered_not_retried_forever(
+    any_db: Engine, redis_client: redis.Redis, stream: str
+) -> None:
+    event = _xadd(redis_client, stream, "pay_1", 1)
+    redis_client.xgroup_create(stream, "ledger-export", id="0")
+    reply: Any = redis_client.xreadgroup("ledger-export", "doomed", {stream: ">"}, count=1)
+    [[_, [(entry_id, _)]]] = reply
+    # as if 3 members each took it and died mid-handler: 3 deliveries, no outcome
+    redis_client.xclaim(
+        stream, "ledger-export", "doomed", 0, [entry_id], idle=120_000, retrycount=3
+    )
+    calls: list[str] = []
+    metrics = ConsumerMetrics()
+    survivor = IdempotentConsumer(
+        redis_client, session_factory(any_db), group="ledger-export", name="survivor",
+        handler=lambda _s, m: calls.append(m["event_id"]), stream=stream, max_attempts=3,
+        metrics=metrics,
+    )  # fmt: skip
+    _drain(survivor)
+    assert calls == []  # not handed a 4th victim
+    [dead] = _dead(redis_client, stream)
+    assert (dead["event_id"], dead["attempts"]) == (event, "3")
+    assert "no outcome" in dead["error"]
+    assert _pending(redis_client, stream) == 0
+    assert (
+        metrics.registry.get_sample_value(
+            "outbox_dead_letters_total", {"consumer": "ledger-export"}
+        )
+        == 1
+    )
+
+
+def test_duplicate_delivery_is_applied_once(
+    any_db: Engine, redis_client: redis.Redis, stream: str
+) -> None:
+    event = _xadd(redis_client, stream, "pay_1", 1)
+    _xadd(redis_client, stream, "pay_1", 1)  # the relay published it twice
+    consumer = _consumer(redis_client, any_db, stream)
+    _drain(consumer)
+    _xadd(redis_client, stream, "pay_1", 1)  # and once more, after the first was applied
+    _drain(consumer)
+    assert [e for e, _, _ in _effects(any_db)] == [event]
+    assert _pending(redis_client, stream) == 0  # duplicates are acknowledged
+    assert _dead(redis_client, stream) == []

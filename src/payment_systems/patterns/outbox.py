@@ -12,7 +12,9 @@ polls committed rows, publishes them to a Redis Stream, then marks them
 sent. A crash anywhere means a row is published again later, never lost: at
 least once. Consumers make that exactly-once *in effect* by remembering the
 event ids they applied (`IdempotentConsumer`), in the same transaction as
-the effect.
+the effect. A message whose handler keeps failing is retried with
+backoff, then parked in a dead-letter stream and counted: never silently
+acknowledged.
 
 **Order.** Rows are partitioned by ``crc32(payment id) % 16``. A relay takes
 a partition only while holding ``pg_try_advisory_xact_lock`` on it, so any
@@ -30,6 +32,7 @@ is correct.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import zlib
 from collections.abc import Callable, Sequence
@@ -38,8 +41,10 @@ from typing import Any
 
 import redis
 import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from payment_systems.infra.redis import as_text
@@ -47,6 +52,11 @@ from payment_systems.infra.redis import as_text
 PARTITIONS = 16
 STREAM = "payments:events"
 _LOCK_BASE = 0x0B0C_0000  # advisory lock ids for outbox partitions
+
+log = logging.getLogger(__name__)
+
+# INSERT ... ON CONFLICT DO NOTHING, per supported dialect (the consumer's inbox insert)
+_INSERTS: dict[str, Callable[..., Any]] = {"postgresql": pg_insert, "sqlite": sqlite_insert}
 
 
 def partition_of(aggregate_id: str) -> int:
@@ -157,16 +167,79 @@ class OutboxRelay:
 
 Handler = Callable[[Session, dict[str, Any]], None]
 
+#: Longest error text kept in a dead letter (a stack of SQL can be kilobytes).
+_ERROR_CHARS = 2_000
+
+
+class ConsumerMetrics:
+    """What the consumers in one process count, in one registry.
+
+    Create one per process (or per registry) and hand it to every
+    `IdempotentConsumer`: a Prometheus registry refuses a second metric of
+    the same name, so each consumer creating its own counters in a shared
+    registry would fail. The default is a private registry, so tests and
+    scripts never collide.
+
+    ``outbox_dead_letters_total{consumer}`` is the alert: each one is an
+    event a downstream system has *not* applied and will not apply until
+    someone replays it. ``outbox_consumer_failures_total{consumer}`` rises
+    first, on every failed attempt. The label is the consumer group, not the
+    member name, so restarts under new names do not multiply the series.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.dead_letters = Counter(
+            "outbox_dead_letters",
+            "Events moved to the dead-letter stream after max attempts, by consumer group",
+            ["consumer"],
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "outbox_consumer_failures",
+            "Failed attempts to apply an event (left pending for redelivery), by consumer group",
+            ["consumer"],
+            registry=self.registry,
+        )
+
 
 class IdempotentConsumer:
-    """A Redis Streams consumer-group member that applies each event once.
+    """A Redis Streams consumer-group member that applies each event once, or dead-letters it.
 
     At-least-once delivery means duplicates (a relay that crashed after XADD
     publishes again; a consumer that crashed before XACK is redelivered). The
     consumer records each event id in ``consumer_inbox`` in the *same*
-    transaction as the handler's effect, acknowledges with XACK only after
-    that commit, and reclaims entries a dead member left pending with
-    XAUTOCLAIM.
+    transaction as the handler's effect and acknowledges with XACK only after
+    that commit.
+
+    **Only the inbox says "duplicate".** The inbox row is inserted with
+    ``ON CONFLICT DO NOTHING``: no row inserted means already applied, and
+    that is the only way a message is acknowledged without its effect. Any
+    error from the handler, its own ``IntegrityError`` included, rolls the
+    whole transaction back (inbox row too) and leaves the message pending.
+    (Catching ``IntegrityError`` around the handler and acknowledging, as
+    this class once did, silently dropped every event whose handler hit a
+    constraint.) Not a SAVEPOINT: on SQLite through pysqlite, ``RELEASE`` of
+    a savepoint opened before any write *commits* it, so a later handler
+    failure would leave the inbox row behind and the retry would skip the
+    event as a duplicate.
+
+    **Pending is not lost.** A failed message stays in this member's
+    pending-entries list; each poll re-claims its own pending entries once
+    they have waited ``retry_base_ms * 2**(deliveries - 1)`` (capped at
+    ``min_idle_ms``), and entries another member left idle for
+    ``min_idle_ms`` (it died), with XCLAIM. Without that, a message that
+    failed once would wait for a restart.
+
+    **Poison goes to a dead-letter stream.** The stream's delivery count
+    (XPENDING) is the attempt counter, so it survives restarts and is shared
+    by the group. When attempt ``max_attempts`` fails, the message is added
+    to ``dead_letter_stream`` (default ``<stream>:dead``) with the error,
+    group, consumer name and attempts, and acknowledged on the main stream,
+    in one MULTI. A message whose count already exceeds ``max_attempts``
+    (it killed every consumer that took it, so no attempt ever ended) is
+    dead-lettered without being tried again, unless the inbox shows it was
+    applied. Each dead letter increments ``outbox_dead_letters_total``.
     """
 
     def __init__(
@@ -179,8 +252,14 @@ class IdempotentConsumer:
         handler: Handler,
         stream: str = STREAM,
         min_idle_ms: int = 30_000,
+        max_attempts: int = 5,
+        retry_base_ms: int = 1_000,
+        dead_letter_stream: str | None = None,
+        metrics: ConsumerMetrics | None = None,
         crash_point: Callable[[str], None] = _no_crash,
     ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
         self.client = client
         self.sessions = sessions
         self.group = group
@@ -188,6 +267,10 @@ class IdempotentConsumer:
         self.handler = handler
         self.stream = stream
         self.min_idle_ms = min_idle_ms
+        self.max_attempts = max_attempts
+        self.retry_base_ms = retry_base_ms
+        self.dead_letter_stream = dead_letter_stream or f"{stream}:dead"
+        self.metrics = metrics if metrics is not None else ConsumerMetrics()
         self.crash_point = crash_point
         try:
             self.client.xgroup_create(stream, group, id="0", mkstream=True)
@@ -196,30 +279,153 @@ class IdempotentConsumer:
                 raise
 
     def consume_once(self, count: int = 100, block_ms: int = 100) -> int:
-        """Reclaim stale entries, read new ones, apply each once; returns entries handled."""
-        _cursor, claimed, *_ = self.client.xautoclaim(
-            self.stream, self.group, self.name, self.min_idle_ms, "0-0", count=count
-        )
-        entries: list[Any] = list(claimed)
+        """Retry due pending entries, read new ones, apply each once; returns entries handled.
+
+        Blocks up to ``block_ms`` for new entries only when there was nothing
+        pending to retry.
+        """
+        entries = self._claim_pending(count)
         fresh: Any = self.client.xreadgroup(
-            self.group, self.name, {self.stream: ">"}, count=count, block=block_ms
+            self.group,
+            self.name,
+            {self.stream: ">"},
+            count=count,
+            block=None if entries else block_ms,
         )
         for _stream, messages in fresh or []:
-            entries.extend(messages)
-        for entry_id, fields in entries:
-            self._apply(entry_id, {as_text(k): as_text(v) for k, v in fields.items()})
+            entries.extend((entry_id, fields, 1) for entry_id, fields in messages)
+        for entry_id, fields, deliveries in entries:
+            self._handle(entry_id, fields, deliveries)
         return len(entries)
 
-    def _apply(self, entry_id: bytes | str, fields: dict[str, str]) -> None:
+    def _retry_after_ms(self, deliveries: int) -> int:
+        """How long a failed entry waits before its next attempt: doubling, capped."""
+        return min(self.retry_base_ms << max(deliveries - 1, 0), self.min_idle_ms)
+
+    def _claim_pending(self, count: int) -> list[tuple[Any, Any, int]]:
+        """(entry id, fields, deliveries) of pending entries due again, claimed with XCLAIM.
+
+        Our own failures once their backoff has passed; another member's
+        entries once idle ``min_idle_ms`` (it died or hangs). XCLAIM's
+        min-idle argument makes two members racing for one entry harmless:
+        the loser gets nothing back. Its delivery count is the attempt count.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xpending_range(self.stream, self.group, "-", "+", count, consumername=self.name)
+        pipe.xpending_range(self.stream, self.group, "-", "+", count, idle=self.min_idle_ms)
+        own, stale = pipe.execute()
+        due: dict[str, tuple[Any, int, int]] = {}  # id -> (raw id, min idle, deliveries)
+        for entry in own:
+            wait = self._retry_after_ms(int(entry["times_delivered"]))
+            if int(entry["time_since_delivered"]) >= wait:
+                due[as_text(entry["message_id"])] = (
+                    entry["message_id"], wait, int(entry["times_delivered"]),
+                )  # fmt: skip
+        for entry in stale:
+            due.setdefault(
+                as_text(entry["message_id"]),
+                (entry["message_id"], self.min_idle_ms, int(entry["times_delivered"])),
+            )
+        if not due:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for raw_id, min_idle, _ in due.values():
+            pipe.xclaim(self.stream, self.group, self.name, min_idle, [raw_id])
+        claimed: list[tuple[Any, Any, int]] = []
+        for (raw_id, _, deliveries), reply in zip(due.values(), pipe.execute(), strict=True):
+            if reply:  # empty: another member claimed it first
+                claimed.append((raw_id, reply[0][1], deliveries + 1))
+        return claimed
+
+    def _handle(self, entry_id: Any, raw: dict[Any, Any] | None, deliveries: int) -> None:
+        if raw is None:  # trimmed from the stream while pending: nothing left to apply
+            self.client.xack(self.stream, self.group, entry_id)
+            return
+        fields = {as_text(k): as_text(v) for k, v in raw.items()}
+        if deliveries > self.max_attempts:  # earlier deliveries ended in no outcome at all
+            if not self._already_applied(fields):
+                self._dead_letter(
+                    entry_id, fields, deliveries - 1,
+                    f"no outcome after {deliveries - 1} deliveries: the consumer died handling it",
+                )  # fmt: skip
+                return
+        elif not self._attempt(entry_id, fields, deliveries):
+            return  # pending: claimed again after its backoff, or dead-lettered
+        self.crash_point("after_commit")
+        self.client.xack(self.stream, self.group, entry_id)
+
+    def _attempt(self, entry_id: Any, fields: dict[str, str], deliveries: int) -> bool:
+        """Apply once; on any failure count it, and dead-letter it on the last attempt."""
+        try:
+            self._apply(fields)
+        except Exception as exc:  # whatever the handler raised: never acknowledged as done
+            self.metrics.failures.labels(self.group).inc()
+            error = f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS]
+            log.warning(
+                "outbox consumer %s/%s: entry %s failed (attempt %d of %d): %s",
+                self.group, self.name, as_text(entry_id), deliveries, self.max_attempts, error,
+            )  # fmt: skip
+            if deliveries >= self.max_attempts:
+                self._dead_letter(entry_id, fields, deliveries, error)
+            return False
+        return True
+
+    def _apply(self, fields: dict[str, str]) -> None:
+        """The handler's effect and the inbox row, in one transaction; a duplicate does nothing."""
         from payment_systems.database.models import ConsumerInbox
 
         message = {**fields, "payload": json.loads(fields["payload"])}
-        try:
-            with self.sessions() as session, session.begin():
-                session.add(ConsumerInbox(consumer=self.group, event_id=fields["event_id"]))
-                session.flush()  # a duplicate fails here, before the handler runs
-                self.handler(session, message)
-        except IntegrityError:
-            pass  # already applied: acknowledging is all that is left to do
-        self.crash_point("after_commit")
-        self.client.xack(self.stream, self.group, entry_id)
+        with self.sessions() as session, session.begin():
+            table = ConsumerInbox.__table__
+            dialect = session.get_bind().dialect.name
+            insert = _INSERTS.get(dialect)
+            if insert is None:
+                raise NotImplementedError(f"IdempotentConsumer does not support {dialect}")
+            inserted = session.execute(
+                insert(table)
+                .values(consumer=self.group, event_id=fields["event_id"])
+                .on_conflict_do_nothing()
+                .returning(table.c.event_id)  # not rowcount: psycopg reports -1 for it
+            ).first()
+            if inserted is None:
+                return  # already applied: acknowledging is all that is left to do
+            self.handler(session, message)
+
+    def _already_applied(self, fields: dict[str, str]) -> bool:
+        from payment_systems.database.models import ConsumerInbox
+
+        event_id = fields.get("event_id")
+        if event_id is None:
+            return False
+        with self.sessions() as session:
+            return session.get(ConsumerInbox, (self.group, event_id)) is not None
+
+    def _dead_letter(
+        self, entry_id: Any, fields: dict[str, str], attempts: int, error: str
+    ) -> None:
+        """Park the message with why it failed, and release it from the main stream, atomically.
+
+        One MULTI: a crash never acknowledges without the dead letter (lost)
+        nor leaves both (dead-lettered and still retried). In Redis Cluster
+        both keys must hash to one slot: name the stream with a hash tag,
+        e.g. ``{payments}:events``.
+        """
+        record = {
+            **fields,
+            "error": error,
+            "group": self.group,
+            "consumer": self.name,
+            "attempts": str(attempts),
+            "stream": self.stream,
+            "entry_id": as_text(entry_id),
+            "dead_at": _now().isoformat(),
+        }
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(self.dead_letter_stream, record)  # type: ignore[arg-type]
+        pipe.xack(self.stream, self.group, entry_id)
+        pipe.execute()
+        self.metrics.dead_letters.labels(self.group).inc()
+        log.error(
+            "outbox consumer %s/%s: entry %s dead-lettered to %s after %d attempts: %s",
+            self.group, self.name, as_text(entry_id), self.dead_letter_stream, attempts, error,
+        )  # fmt: skip
