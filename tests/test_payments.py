@@ -68,10 +68,11 @@ def test_an_automatic_payment_succeeds_and_posts_capture_and_fee(
 ) -> None:
     payment = _pay(service, merchant_id)
     assert payment.status == "succeeded"  # type: ignore[attr-defined]
+    assert payment.fee_minor == 88  # type: ignore[attr-defined]
+    # the merchant pays the PSP's fee: we owe it the net, and the PSP owes us the same
     assert _balances(sessions) == {
-        ("merchant_payable", "USD"): -2000,
+        ("merchant_payable", "USD"): -(2000 - 88),
         ("psp_receivable", "USD"): 2000 - 88,
-        ("psp_fees", "USD"): 88,
     }
 
 
@@ -110,7 +111,8 @@ def test_a_manual_payment_holds_then_partial_capture_releases_the_rest(
     with sessions() as session:
         ledger = Ledger(SqlJournalStore(session))
         assert ledger.balance("psp_receivable", "USD", pending=True) == Money(0, "USD")
-        assert ledger.balance("merchant_payable", "USD") == Money(-1200, "USD")
+        fee = service.get(merchant_id, payment.id).fee_minor  # type: ignore[attr-defined]
+        assert ledger.balance("merchant_payable", "USD") == Money(-(1200 - fee), "USD")
         assert all(total == 0 for total in ledger.trial_balance().values())
 
 
@@ -176,8 +178,8 @@ def test_the_janitor_resolves_only_payments_unknown_for_long_enough(
     ).raise_for_status()
     service.psp.retry = RetryPolicy(max_attempts=1)
     payment = _pay(service, merchant_id)
-    assert service.run_janitor(min_age_s=3600) == []  # too fresh: the PSP may still be working
-    [resolved] = service.run_janitor(min_age_s=0)
+    assert service.run_janitor(min_age_s=3600).payments == []  # too fresh: the PSP may be busy
+    [resolved] = service.run_janitor(min_age_s=0).payments
     assert resolved.id == payment.id  # type: ignore[attr-defined]
     assert resolved.status == "succeeded"
 
@@ -206,4 +208,4 @@ def test_when_the_webhook_records_the_psps_answer_first_the_request_still_succee
     with sessions() as session:
         types = session.scalars(sa.select(PaymentEvent.type).order_by(PaymentEvent.version)).all()
     assert types == ["PaymentCreated", "PaymentCaptured"]  # captured once, by the webhook
-    assert _balances(sessions)[("psp_fees", "USD")] == 88  # one fee posting, not two
+    assert _balances(sessions)[("merchant_payable", "USD")] == -(2000 - 88)  # one fee, not two

@@ -68,6 +68,8 @@ def payment_view(payment: Payment) -> dict[str, Any]:
         "metadata": payment.metadata_,
         "amount_captured": payment.amount_captured,
         "amount_refunded": payment.amount_refunded,
+        "fee": payment.fee_minor or 0,  # what the merchant pays: the PSP's fee, passed through
+        "net": payment.amount_captured - payment.amount_refunded - (payment.fee_minor or 0),
         "failure_code": payment.failure_code,
         "psp_payment_intent": payment.psp_intent_id,
         "next_action": {"type": "three_d_secure", "psp_payment_intent": payment.psp_intent_id}

@@ -97,7 +97,8 @@ def settle(service: PaymentService, run_id: str, wait_s: float) -> int:
         now = _statuses(service, run_id)
         if now != last:
             last, quiet_since = now, time.monotonic()
-    return sum(p.status not in UNSETTLED for p in service.run_janitor(min_age_s=0))
+    run = service.run_janitor(min_age_s=0)
+    return sum(p.status not in UNSETTLED for p in run.payments)
 
 
 def audit(system: RunningSystem, run_id: str, *, settle_s: float = 15.0) -> Financial:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from payment_systems.cli.root import app
+
+if TYPE_CHECKING:
+    from payment_systems.api.runtime import Runtime
 
 
 @app.command("config", rich_help_panel="Run the system")
@@ -94,20 +97,45 @@ def janitor_command(
         float, typer.Option(help="Only payments unknown for at least this many seconds.")
     ] = 60.0,
 ) -> None:
-    """Resolve payments whose PSP outcome is unknown, by asking the PSP.
+    """Resolve payments and refunds whose PSP outcome is unknown, by asking the PSP.
 
-    A PSP timeout leaves a payment 'unknown', never 'failed'. This asks the PSP
-    (PSP_API_BASE) what happened to each one and records the answer. Run it from cron.
+    A PSP timeout leaves a payment (or a refund) 'unknown', never 'failed'. This
+    asks the PSP (PSP_API_BASE) what happened to each one and records the answer;
+    a failure on one is reported and the rest are still settled. Run it from cron.
     """
     from payment_systems.api.runtime import build_runtime
 
-    resolved = build_runtime(migrate=True).service.run_janitor(min_age)
-    table = Table(title=f"{len(resolved)} unknown payment(s) resolved")
-    table.add_column("payment")
+    runtime = build_runtime(migrate=True)
+    run = runtime.service.run_janitor(min_age)
+    console = Console()
+    table = Table(title=f"{len(run.payments)} payment(s), {len(run.refunds)} refund(s) settled")
+    table.add_column("object")
     table.add_column("status")
-    for payment in resolved:
+    for payment in run.payments:
         table.add_row(payment.id, payment.status)
-    Console().print(table)
+    for refund in run.refunds:
+        table.add_row(refund.id, refund.status)
+    console.print(table)
+    _reap_idempotency_keys(runtime, console)
+    for object_id, error in run.failures:
+        console.print(f"[red]could not settle {object_id}[/red]: {error}")
+    if run.failures:
+        raise typer.Exit(1)
+
+
+def _reap_idempotency_keys(runtime: Runtime, console: Console) -> None:
+    """The janitor's other chore: delete SQL idempotency keys older than 24 hours.
+
+    Redis expires its keys by itself; the SQL table (``IDEMPOTENCY_FALLBACK=sql``)
+    has no TTL, and without this its rows would pile up for ever.
+    """
+    from payment_systems.core.idempotency_fallback import reap_idempotency_keys
+
+    reaped = reap_idempotency_keys(runtime.idempotency)
+    if reaped is None:
+        console.print("idempotency keys: in Redis only, which expires them itself")
+    else:
+        console.print(f"{reaped} expired SQL idempotency key(s) reaped")
 
 
 db_app = typer.Typer(help="Database schema management (Alembic migrations).", no_args_is_help=True)

@@ -13,6 +13,15 @@ operation sequences (``tests/test_ledger.py``):
    it again at the database).
 5. **Balances are derived** from entries, never stored, so they cannot drift
    from the history that explains them.
+6. **Merchant money has an owner**: a leg on a merchant-owned account
+   (`MERCHANT_OWNED`) names its merchant, and each merchant's balance is
+   read from its own account alone.
+
+Sign convention: a balance is debits minus credits. Assets and expenses have
+*normal debit* balances (positive); liabilities and revenue have *normal
+credit* balances (negative here). So ``merchant_payable`` is negative when we
+owe the merchant money, and a merchant's balance as the merchant sees it is
+its negation (`merchant_view`).
 
 In production, use TigerBeetle, or a ledger service such as Formance or
 Modern Treasury's; the point here is to see the invariants work.
@@ -64,6 +73,10 @@ CHART: dict[str, AccountKind] = {
 }
 
 
+# Accounts with one row per merchant: the money in them belongs to (or is owed by) a merchant.
+MERCHANT_OWNED = frozenset({"merchant_payable"})
+
+
 class LedgerError(PaymentSystemsError):
     code = "ledger_error"
     http_status = 409
@@ -83,17 +96,42 @@ class UnknownHold(LedgerError):
 
 @dataclass(frozen=True, slots=True)
 class Leg:
-    """One side of a journal: debit or credit ``amount`` on ``account``."""
+    """One side of a journal: debit or credit ``amount`` on ``account``.
+
+    ``merchant`` names the owner of a merchant-owned account; platform
+    accounts have none.
+    """
 
     account: str
     direction: Direction
     amount: Money
+    merchant: str | None = None
 
     def __post_init__(self) -> None:
         if self.amount.amount_minor <= 0:
             raise UnbalancedJournal(f"a leg must move a positive amount, got {self.amount}")
         if self.account not in CHART:
             raise LedgerError(f"unknown ledger account {self.account!r}; add it to CHART first")
+        if self.merchant and self.account not in MERCHANT_OWNED:
+            raise LedgerError(
+                f"{self.account} is a platform account; only {sorted(MERCHANT_OWNED)} "
+                "have a merchant owner"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class JournalMeta:
+    """What a journal books, for reconciliation and balances (all optional).
+
+    ``psp_object`` is the PSP's id for the money movement (``ch_…``, ``re_…``),
+    ``effective_at`` the PSP's timestamp for it, and ``available_on`` when the
+    funds become available to the merchant (None: at once).
+    """
+
+    category: str | None = None
+    psp_object: str | None = None
+    effective_at: int | None = None
+    available_on: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +144,20 @@ class Journal:
     description: str
     payment_id: str | None = None
     resolves: str | None = None  # the hold a POST or VOID resolves
+    meta: JournalMeta | None = None
 
 
-def transfer(debit: str, credit: str, amount: Money) -> tuple[Leg, Leg]:
-    """The common two-leg journal: move ``amount`` from ``credit`` to ``debit``."""
-    return Leg(debit, Direction.DEBIT, amount), Leg(credit, Direction.CREDIT, amount)
+def transfer(
+    debit: str, credit: str, amount: Money, *, merchant: str | None = None
+) -> tuple[Leg, Leg]:
+    """The common two-leg journal: move ``amount`` from ``credit`` to ``debit``.
+
+    ``merchant`` owns whichever side is a merchant-owned account.
+    """
+    return (
+        Leg(debit, Direction.DEBIT, amount, merchant if debit in MERCHANT_OWNED else None),
+        Leg(credit, Direction.CREDIT, amount, merchant if credit in MERCHANT_OWNED else None),
+    )
 
 
 def check_balanced(legs: Sequence[Leg]) -> None:
@@ -171,22 +218,39 @@ class Ledger:
         self.store: JournalStore = store or MemoryJournalStore()
 
     def post(
-        self, journal_id: str, legs: Iterable[Leg], description: str, payment_id: str | None = None
-    ) -> Journal:
+        self, journal_id: str, legs: Iterable[Leg], description: str,
+        payment_id: str | None = None, meta: JournalMeta | None = None,
+    ) -> Journal:  # fmt: skip
         """Write a final journal."""
-        return self._write(
-            Journal(journal_id, JournalKind.POSTED, tuple(legs), description, payment_id)
+        journal = Journal(
+            journal_id, JournalKind.POSTED, tuple(legs), description, payment_id, None, meta
         )
+        return self._write(journal)
 
     def hold(
         self, journal_id: str, debit: str, credit: str, amount: Money, description: str,
-        payment_id: str | None = None,
+        payment_id: str | None = None, *, merchant: str | None = None,
     ) -> Journal:  # fmt: skip
         """Open a pending hold (an authorization): two legs, resolved later."""
-        legs = transfer(debit, credit, amount)
-        return self._write(Journal(journal_id, JournalKind.PENDING, legs, description, payment_id))
+        legs = transfer(debit, credit, amount, merchant=merchant)
+        meta = JournalMeta(category="authorization")
+        return self._write(
+            Journal(journal_id, JournalKind.PENDING, legs, description, payment_id, None, meta)
+        )
 
-    def post_hold(self, journal_id: str, hold_id: str, amount: Money | None = None) -> Journal:
+    def is_open(self, hold_id: str) -> bool:
+        """True if ``hold_id`` is a pending hold not yet posted or voided."""
+        hold = self.store.get(hold_id)
+        return (
+            hold is not None
+            and hold.kind is JournalKind.PENDING
+            and self.store.resolution_of(hold_id) is None
+        )
+
+    def post_hold(
+        self, journal_id: str, hold_id: str, amount: Money | None = None,
+        meta: JournalMeta | None = None,
+    ) -> Journal:  # fmt: skip
         """Capture: post all of a hold, or ``amount`` of it (the rest is released)."""
         hold = self._open_hold(hold_id)
         debit, credit = hold.legs
@@ -194,7 +258,10 @@ class Ledger:
         amount = full if amount is None else amount
         if amount.currency != full.currency or not 0 < amount.amount_minor <= full.amount_minor:
             raise LedgerError(f"can post between 0 and {full} of hold {hold_id}, not {amount}")
-        legs = transfer(debit.account, credit.account, amount)
+        legs = (
+            Leg(debit.account, Direction.DEBIT, amount, debit.merchant),
+            Leg(credit.account, Direction.CREDIT, amount, credit.merchant),
+        )
         return self._write(
             Journal(
                 journal_id,
@@ -203,6 +270,7 @@ class Ledger:
                 f"capture of {hold_id}",
                 hold.payment_id,
                 hold_id,
+                meta,
             )
         )
 
@@ -217,6 +285,7 @@ class Ledger:
                 f"void of {hold_id}",
                 hold.payment_id,
                 hold_id,
+                JournalMeta(category="void"),
             )
         )
 
@@ -230,6 +299,7 @@ class Ledger:
                 leg.account,
                 Direction.CREDIT if leg.direction is Direction.DEBIT else Direction.DEBIT,
                 leg.amount,
+                leg.merchant,
             )
             for leg in original.legs
         )
@@ -250,8 +320,13 @@ class Ledger:
 
     # -- derived balances ----------------------------------------------------------
 
-    def balance(self, account: str, currency: str, *, pending: bool = False) -> Money:
-        """Debits minus credits on ``account``: posted, or (``pending=True``) open holds only."""
+    def balance(
+        self, account: str, currency: str, *, pending: bool = False, merchant: str | None = None
+    ) -> Money:
+        """Debits minus credits on ``account``: posted, or (``pending=True``) open holds only.
+
+        With ``merchant``, only that merchant's account (of a merchant-owned code).
+        """
         total = 0
         for journal in self.store:
             if pending:
@@ -263,9 +338,12 @@ class Ledger:
             if not counts:
                 continue
             for leg in journal.legs:
-                if leg.account == account and leg.amount.currency == currency:
-                    sign = 1 if leg.direction is Direction.DEBIT else -1
-                    total += sign * leg.amount.amount_minor
+                if leg.account != account or leg.amount.currency != currency:
+                    continue
+                if merchant is not None and leg.merchant != merchant:
+                    continue
+                sign = 1 if leg.direction is Direction.DEBIT else -1
+                total += sign * leg.amount.amount_minor
         return Money(total, currency)
 
     def trial_balance(self) -> dict[str, int]:

@@ -67,6 +67,8 @@ class PaymentState:
     psp_intent_id: str | None = None
     failure_code: str | None = None
     version: int = 0
+    fee: int = 0  # what the merchant pays on this payment (the PSP's fee, passed through)
+    refund_ids: frozenset[str] = frozenset()  # the PSP refunds already booked
 
 
 def apply(state: PaymentState, event_type: str, data: Mapping[str, Any]) -> PaymentState:
@@ -95,7 +97,7 @@ def apply(state: PaymentState, event_type: str, data: Mapping[str, Any]) -> Paym
     if event_type == CAPTURED:
         return replace(
             state, status="succeeded", amount_captured=int(data["amount"]), amount_capturable=0,
-            psp_intent_id=intent, version=version,
+            psp_intent_id=intent, version=version, fee=int(data.get("fee") or 0),
         )  # fmt: skip
     if event_type == FAILED:
         return replace(
@@ -108,14 +110,18 @@ def apply(state: PaymentState, event_type: str, data: Mapping[str, Any]) -> Paym
         return replace(state, status="unknown", version=version)
     if event_type == ACTION_REQUIRED:
         return replace(state, status="requires_action", psp_intent_id=intent, version=version)
-    # REFUNDED
+    # REFUNDED: once per PSP refund, never past what was captured
+    psp_refund = data.get("psp_refund_id")
+    if psp_refund and psp_refund in state.refund_ids:
+        raise InvalidTransition(f"refund {psp_refund} is already booked", status=state.status)
     refunded = state.amount_refunded + int(data["amount"])
     if refunded > state.amount_captured:
         raise InvalidTransition(
             f"refunds would total {refunded}, more than the {state.amount_captured} captured"
         )
     status = "refunded" if refunded == state.amount_captured else "partially_refunded"
-    return replace(state, status=status, amount_refunded=refunded, version=version)
+    ids = state.refund_ids | {psp_refund} if psp_refund else state.refund_ids
+    return replace(state, status=status, amount_refunded=refunded, version=version, refund_ids=ids)
 
 
 def fold(events: Iterable[tuple[str, Mapping[str, Any]]]) -> PaymentState:

@@ -21,6 +21,7 @@ PSP. That is why a crash at any point still gives exactly one charge.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,10 +36,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from payment_systems.chargebacks.prevention import ThreeDSPolicy
 from payment_systems.core import payment_state as ps
 from payment_systems.core.ledger import Ledger
-from payment_systems.core.payment_postings import post_event
-from payment_systems.core.psp_sync import events_to_reach, view_of
+from payment_systems.core.payment_postings import Booking, post_event
+from payment_systems.core.psp_sync import PspRefund, PspView, events_to_reach, view_of
 from payment_systems.database.ledger_store import SqlJournalStore
-from payment_systems.database.models import OutboxMessage, Payment, PaymentEvent
+from payment_systems.database.models import OutboxMessage, Payment, PaymentEvent, Refund
 from payment_systems.database.session import unit_of_work
 from payment_systems.errors import PaymentSystemsError
 from payment_systems.fraud.velocity import (
@@ -52,9 +53,13 @@ from payment_systems.integrations.stripe_client import (
     PSPClient,
     PSPDeclined,
     PSPOutcomeUnknown,
+    PSPRequestError,
+    PSPUnavailable,
 )
 from payment_systems.money import Money
 from payment_systems.patterns.outbox import partition_of
+
+log = logging.getLogger(__name__)
 
 
 class PaymentNotFound(PaymentSystemsError):
@@ -74,6 +79,18 @@ class RefundTooLarge(PaymentSystemsError):
     http_status = 400
 
 
+class KeyReusedWithOtherRequest(PaymentSystemsError):
+    """The key names an earlier, different request: the same answer Redis gives (422).
+
+    Redis forgets a key after 24 h; the payment row does not. Without this
+    check, a key reused after expiry would replay the *old* payment with 201,
+    whatever the new body asked for.
+    """
+
+    code = "idempotency_key_reused"
+    http_status = 422
+
+
 @dataclass(frozen=True, slots=True)
 class CreatePayment:
     """The command to take a payment (amounts in minor units)."""
@@ -85,13 +102,14 @@ class CreatePayment:
     metadata: Mapping[str, str] = field(default_factory=dict)
     client_ip: str | None = None  # for the fraud velocity rules
     risk_score: int | None = None  # the merchant's fraud score, 0-99: decides 3DS
+    fingerprint: str | None = None  # of the HTTP request, stored with the payment
 
 
 def _no_crash(point: str) -> None:
     """Production: nothing. Chaos and crash tests inject a hook that kills the process."""
 
 
-def state_of(payment: Payment) -> ps.PaymentState:
+def state_of(payment: Payment, refund_ids: frozenset[str] = frozenset()) -> ps.PaymentState:
     """The domain state behind a stored payment row (the projection, read back)."""
     return ps.PaymentState(
         status=payment.status,
@@ -104,11 +122,43 @@ def state_of(payment: Payment) -> ps.PaymentState:
         psp_intent_id=payment.psp_intent_id,
         failure_code=payment.failure_code,
         version=payment.version,
+        fee=payment.fee_minor or 0,
+        refund_ids=refund_ids,
     )
+
+
+def booked_refund_ids(session: Session, payment_id: str) -> frozenset[str]:
+    """The PSP refund ids already booked on a payment."""
+    rows = session.scalars(
+        sa.select(Refund.psp_refund_id).where(
+            Refund.payment_id == payment_id,
+            Refund.status == "succeeded",
+            Refund.psp_refund_id.is_not(None),
+        )
+    )
+    return frozenset(str(r) for r in rows)
 
 
 def new_payment_id() -> str:
     return "pay_" + secrets.token_hex(12)
+
+
+def refund_id_for(merchant_id: str, refund_key: str) -> str:
+    """Our id for the refund a request names: the same key always names the same refund."""
+    return "re_" + hashlib.sha256(f"{merchant_id}\x1f{refund_key}".encode()).hexdigest()[:20]
+
+
+@dataclass
+class JanitorRun:
+    """What one janitor pass did: the payments and refunds it settled, and what failed.
+
+    A failure on one payment is logged and counted here, never raised: one
+    bad payment must not stop the janitor from settling every later one.
+    """
+
+    payments: list[Payment] = field(default_factory=list)
+    refunds: list[Refund] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (id, error)
 
 
 class PaymentService:
@@ -169,8 +219,13 @@ class PaymentService:
         return recorded
 
     def capture(self, merchant_id: str, payment_id: str, amount: Money | None = None) -> Payment:
-        """Capture an authorized payment, fully or partly (the rest is released)."""
-        payment = self.get(merchant_id, payment_id)
+        """Capture an authorized payment, fully or partly (the rest is released).
+
+        A payment whose last operation had an unknown outcome is first settled
+        with the PSP: capturing blind could capture what a lost request
+        already captured, or act on an authorization that was voided.
+        """
+        payment = self.resolve_unknown(merchant_id, payment_id)
         if payment.status != "requires_capture":
             raise ps.InvalidTransition(
                 f"payment {payment_id} is {payment.status}; only requires_capture can be captured",
@@ -187,51 +242,96 @@ class PaymentService:
             return self._record(payment_id, [(ps.UNKNOWN, {"operation": exc.operation})])
         return self._record(payment_id, self._events_from_intent(intent), intent)
 
+    def cancel(self, merchant_id: str, payment_id: str) -> Payment:
+        """Void an authorization (``requires_capture`` or ``requires_action``): nothing is charged.
+
+        Canceling a canceled payment answers with it, so a retry is harmless.
+        """
+        payment = self.resolve_unknown(merchant_id, payment_id)
+        if payment.status == "canceled":
+            return payment
+        if payment.status not in ("requires_capture", "requires_action"):
+            raise ps.InvalidTransition(
+                f"payment {payment_id} is {payment.status}; only an authorization that was not "
+                "captured can be canceled (refund a captured payment instead)",
+                status=payment.status,
+            )
+        try:
+            intent = self.psp.cancel(
+                merchant_id=merchant_id, payment_id=payment_id, intent_id=str(payment.psp_intent_id)
+            )
+        except PSPOutcomeUnknown as exc:
+            return self._record(payment_id, [(ps.UNKNOWN, {"operation": exc.operation})])
+        return self._record(payment_id, self._events_from_intent(intent), intent)
+
     def refund(
         self, merchant_id: str, payment_id: str, refund_key: str, amount: Money | None = None
     ) -> tuple[Payment, str, Money]:
         """Refund part or all of what was captured: returns (payment, refund id, amount).
 
         ``refund_key`` (the request's idempotency key) names the refund, so the
-        PSP call for it is idempotent too.
+        PSP call for it is idempotent too. Three short steps, no network call
+        inside a transaction:
+
+        1. **Reserve**: a ``refunds`` row (``pending``) for the amount, checked
+           against what is left once the other refunds in flight are counted.
+           The payment row is locked for that check on PostgreSQL, so two
+           concurrent partial refunds cannot both claim the same remainder.
+        2. **Call the PSP** with a key derived from the refund id.
+        3. **Book** it by the PSP's refund id, unless the webhook already did.
+
+        An unknown outcome leaves the row ``unknown`` (the janitor asks the
+        PSP); a refusal marks it ``failed``, releasing the reservation.
         """
+        refund_id = refund_id_for(merchant_id, refund_key)
         payment = self.get(merchant_id, payment_id)
-        remaining = payment.amount_captured - payment.amount_refunded
-        if payment.status not in ("succeeded", "partially_refunded"):
-            raise ps.InvalidTransition(
-                f"payment {payment_id} is {payment.status}; only captured payments can be refunded",
-                status=payment.status,
+        row = self._reserve_refund(payment, refund_id, amount)
+        value = Money(row.amount_minor, row.currency)
+        if row.status == "succeeded":
+            return self.get(merchant_id, payment_id), refund_id, value
+        psp_refund = self._call_refund(payment, refund_id, value)
+        return self._book_refund(payment_id, psp_refund), refund_id, value
+
+    def _call_refund(self, payment: Payment, refund_id: str, value: Money) -> PspRefund:
+        try:
+            refund = self.psp.refund(
+                merchant_id=payment.merchant_id,
+                payment_id=payment.id,
+                refund_id=refund_id,
+                intent_id=str(payment.psp_intent_id),
+                amount=value,
             )
-        value = Money(remaining, payment.currency) if amount is None else amount
-        if value.currency != payment.currency or not 0 < value.amount_minor <= remaining:
-            raise RefundTooLarge(
-                f"refund of {value} is more than the {Money(remaining, payment.currency)} "
-                f"left to refund on {payment_id}",
-                payment_id=payment_id,
-            )
-        refund_id = (
-            "re_" + hashlib.sha256(f"{merchant_id}\x1f{refund_key}".encode()).hexdigest()[:20]
-        )
-        psp_refund = self.psp.refund(
-            merchant_id=merchant_id,
-            payment_id=payment_id,
-            refund_id=refund_id,
-            intent_id=str(payment.psp_intent_id),
-            amount=value,
-        )
-        data = {
-            "amount": value.amount_minor,
-            "refund_id": refund_id,
-            "psp_refund_id": psp_refund.id,
-            "psp_created": psp_refund.created,
-        }
-        return self._record(payment_id, [(ps.REFUNDED, data)]), refund_id, value
+        except PSPOutcomeUnknown:
+            self._set_refund_status(refund_id, "unknown", None)
+            raise
+        except PSPUnavailable:
+            self._set_refund_status(refund_id, "failed", "psp_unavailable")
+            raise
+        except PSPRequestError as exc:
+            code = str(exc.context.get("code_detail") or "psp_request_invalid")
+            self._set_refund_status(refund_id, "failed", code)
+            if code in ("amount_too_large", "charge_already_refunded"):
+                raise RefundTooLarge(
+                    f"the PSP refused a refund of {value} on {payment.id}: {exc.message}",
+                    payment_id=payment.id,
+                ) from exc
+            raise
+        return PspRefund.of(refund.to_dict())
 
     def resolve_unknown(self, merchant_id: str, payment_id: str) -> Payment:
-        """The janitor's step: ask the PSP what became of an ``unknown`` payment; record it."""
+        """Ask the PSP what became of an ``unknown`` payment, and record it.
+
+        With the PSP's intent id known (an unknown capture or cancel), read the
+        intent itself; the events that bring us up to it post or void the
+        authorization hold through the ledger. Without it (an unknown
+        authorization), search by our metadata; if the PSP never saw it,
+        re-drive it with the same PSP key and the same parameters.
+        """
         payment = self.get(merchant_id, payment_id)
         if payment.status != "unknown":
             return payment
+        if payment.psp_intent_id:
+            return self._converge(payment_id, self.psp_view(payment.psp_intent_id))
         intent = self.psp.resolve_unknown(merchant_id=merchant_id, payment_id=payment_id)
         if intent is None:  # the PSP never saw it: re-drive with the same PSP key, safely
             # ...and with the same parameters: the first attempt may still be on its way
@@ -264,12 +364,44 @@ class PaymentService:
             return payment
         return self._record(payment_id, self._events_from_intent(intent), intent)
 
-    def run_janitor(self, min_age_s: float = 60.0) -> list[Payment]:
-        """Resolve every ``unknown`` or stalled ``processing`` payment older than ``min_age_s``.
+    def resolve_refund(self, refund_id: str) -> Refund:
+        """The janitor's step for a refund left ``pending`` or ``unknown``: ask the PSP.
 
-        The age gives a slow PSP call time to finish (and a search index time
-        to catch up) before we ask; Kill Bill's janitor waits the same way.
-        Returns the payments it looked at, as they are now.
+        Found at the PSP (by our refund id in its metadata): book it. Not
+        found and ``unknown``: re-drive it with the same PSP key, which the PSP
+        replays if the first attempt did land after all. Not found and
+        ``pending`` (the request died before the PSP answered): mark it
+        ``failed``, releasing its reservation; the client's retry with the
+        same key re-drives it.
+        """
+        with self.sessions() as session:
+            row = session.get_one(Refund, refund_id)
+            payment = session.get_one(Payment, row.payment_id)
+        if row.status not in ("pending", "unknown"):
+            return row
+        listed = self.psp.list_refunds(str(payment.psp_intent_id))
+        found = next(
+            (r for r in listed if (r.get("metadata") or {}).get("refund_id") == refund_id), None
+        )
+        if found is not None and found.get("status", "succeeded") == "succeeded":
+            self._book_refund(payment.id, PspRefund.of(found))
+        elif found is not None:
+            self._set_refund_status(refund_id, "failed", str(found.get("status")))
+        elif row.status == "unknown":
+            value = Money(row.amount_minor, row.currency)
+            self._book_refund(payment.id, self._call_refund(payment, refund_id, value))
+        else:
+            self._set_refund_status(refund_id, "failed", "not_sent")
+        with self.sessions() as session:
+            return session.get_one(Refund, refund_id)
+
+    def run_janitor(self, min_age_s: float = 60.0) -> JanitorRun:
+        """Settle every ``unknown`` or stalled payment, and every unsettled refund.
+
+        Only those older than ``min_age_s``: the age gives a slow PSP call time
+        to finish (and a search index time to catch up) before we ask; Kill
+        Bill's janitor waits the same way. Each item is settled on its own: a
+        failure is logged and counted in the result, and the janitor goes on.
         """
         cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=min_age_s)
         with self.sessions() as session:
@@ -278,12 +410,26 @@ class PaymentService:
                     Payment.status.in_(("unknown", "processing")), Payment.updated_at <= cutoff
                 )
             ).all()
-        return [
-            self.resolve_unknown(merchant_id, payment_id)
-            if status == "unknown"
-            else self.settle_stalled(merchant_id, payment_id)
-            for merchant_id, payment_id, status in stuck
-        ]
+            refunds = session.scalars(
+                sa.select(Refund.id).where(
+                    Refund.status.in_(("pending", "unknown")), Refund.updated_at <= cutoff
+                )
+            ).all()
+        run = JanitorRun()
+        for merchant_id, payment_id, status in stuck:
+            try:
+                settle = self.resolve_unknown if status == "unknown" else self.settle_stalled
+                run.payments.append(settle(merchant_id, payment_id))
+            except Exception as exc:  # isolate: one bad payment must not block the rest
+                log.exception("janitor could not settle payment %s", payment_id)
+                run.failures.append((payment_id, f"{type(exc).__name__}: {exc}"))
+        for refund_id in refunds:
+            try:
+                run.refunds.append(self.resolve_refund(refund_id))
+            except Exception as exc:
+                log.exception("janitor could not settle refund %s", refund_id)
+                run.failures.append((refund_id, f"{type(exc).__name__}: {exc}"))
+        return run
 
     def get(self, merchant_id: str, payment_id: str) -> Payment:
         """A payment of this merchant; another merchant's payment is simply not found."""
@@ -308,6 +454,17 @@ class PaymentService:
                 .order_by(PaymentEvent.version)
             )
             return [(row.type, dict(row.data)) for row in rows]
+
+    def psp_view(self, intent_id: str) -> PspView:
+        """The PSP's current truth about an intent: its charge, fee and (if any) refunds.
+
+        Network calls only: callers fetch this *before* opening a transaction.
+        """
+        intent = self.psp.retrieve_expanded(intent_id)
+        charge = intent.get("latest_charge")
+        refunded = isinstance(charge, Mapping) and int(charge.get("amount_refunded") or 0) > 0
+        refunds = self.psp.list_refunds(intent_id) if refunded else []
+        return view_of(intent, refunds)
 
     # -- steps ----------------------------------------------------------------------
 
@@ -338,6 +495,12 @@ class PaymentService:
                 )
             )
             if existing is not None:
+                stored, sent = existing.request_fingerprint, command.fingerprint
+                if stored and sent and stored != sent:
+                    raise KeyReusedWithOtherRequest(
+                        "this Idempotency-Key was already used with a different request body "
+                        f"(payment {existing.id}); use a new key for a new request"
+                    )
                 return existing, False
             payment = Payment(
                 id=self.new_id(),
@@ -350,6 +513,7 @@ class PaymentService:
                 payment_method=command.payment_method,
                 description=command.description,
                 metadata_=dict(command.metadata),
+                request_fingerprint=command.fingerprint,
             )
             session.add(payment)
             session.flush()
@@ -362,17 +526,106 @@ class PaymentService:
             self.apply_events(session, payment, [(ps.CREATED, data)])
             return payment, True
 
+    def _reserve_refund(self, payment: Payment, refund_id: str, amount: Money | None) -> Refund:
+        with unit_of_work(self.sessions) as session:
+            row = session.get(Refund, refund_id)
+            if row is not None:
+                if row.payment_id != payment.id or (
+                    amount is not None and amount.amount_minor != row.amount_minor
+                ):
+                    raise KeyReusedWithOtherRequest(
+                        f"this Idempotency-Key already named refund {refund_id} of "
+                        f"{Money(row.amount_minor, row.currency)} on {row.payment_id}; "
+                        "use a new key for a new refund"
+                    )
+                if row.status == "failed":  # a retry of a refund that never happened: again
+                    row.status, row.failure_code = "pending", None
+                return row
+            # Lock the payment row (PostgreSQL) so concurrent reservations see each other.
+            fresh = session.get_one(Payment, payment.id, with_for_update=True)
+            if fresh.status not in ("succeeded", "partially_refunded"):
+                raise ps.InvalidTransition(
+                    f"payment {fresh.id} is {fresh.status}; only captured payments can be refunded",
+                    status=fresh.status,
+                )
+            in_flight = session.scalar(
+                sa.select(sa.func.coalesce(sa.func.sum(Refund.amount_minor), 0)).where(
+                    Refund.payment_id == fresh.id, Refund.status.in_(("pending", "unknown"))
+                )
+            )
+            remaining = fresh.amount_captured - fresh.amount_refunded - int(in_flight or 0)
+            value = Money(remaining, fresh.currency) if amount is None else amount
+            if value.currency != fresh.currency or not 0 < value.amount_minor <= remaining:
+                raise RefundTooLarge(
+                    f"refund of {value} is more than the {Money(max(remaining, 0), fresh.currency)}"
+                    f" left to refund on {fresh.id} (refunds in flight count)",
+                    payment_id=fresh.id,
+                )
+            row = Refund(
+                id=refund_id,
+                payment_id=fresh.id,
+                merchant_id=fresh.merchant_id,
+                amount_minor=value.amount_minor,
+                currency=fresh.currency,
+                status="pending",
+            )
+            session.add(row)
+            return row
+
+    def _set_refund_status(self, refund_id: str, status: str, code: str | None) -> None:
+        with unit_of_work(self.sessions) as session:
+            row = session.get_one(Refund, refund_id)
+            if row.status != "succeeded":  # a booked refund stays booked
+                row.status, row.failure_code = status, code
+
+    def _book_refund(self, payment_id: str, refund: PspRefund) -> Payment:
+        """Book one PSP refund, unless it is booked already (the webhook got there first)."""
+        data = {
+            "amount": refund.amount,
+            "refund_id": refund.refund_id or refund.id,
+            "psp_refund_id": refund.id,
+            "psp_created": refund.created,
+        }
+        for _attempt in range(3):
+            try:
+                with unit_of_work(self.sessions) as session:
+                    payment = session.get_one(Payment, payment_id)
+                    booked = booked_refund_ids(session, payment_id)
+                    if refund.id not in booked:
+                        self.apply_events(session, payment, [(ps.REFUNDED, data)], booked)
+                    return payment
+            except IntegrityError:  # the webhook booked it (or another event) concurrently
+                continue
+        raise PaymentBusy(f"payment {payment_id} kept changing while booking refund {refund.id}")
+
+    def _converge(self, payment_id: str, view: PspView) -> Payment:
+        """Apply whatever brings the payment up to ``view``; nothing if it is there already."""
+        for _attempt in range(3):
+            try:
+                with unit_of_work(self.sessions) as session:
+                    payment = session.get_one(Payment, payment_id)
+                    booked = booked_refund_ids(session, payment_id)
+                    missing = events_to_reach(state_of(payment, booked), view)
+                    if missing:
+                        self.apply_events(session, payment, missing, booked)
+                    return payment
+            except IntegrityError:
+                continue
+        raise PaymentBusy(f"payment {payment_id} kept changing; retry")
+
     def _events_from_intent(self, intent: stripe.PaymentIntent) -> list[tuple[str, dict[str, Any]]]:
         charge = intent.latest_charge if isinstance(intent.latest_charge, stripe.Charge) else None
-        txn = charge.balance_transaction if charge is not None else None
-        fee = txn.fee if isinstance(txn, stripe.BalanceTransaction) else None
+        found = charge.balance_transaction if charge is not None else None
+        txn = found if isinstance(found, stripe.BalanceTransaction) else None
+        fee = txn.fee if txn is not None else None
         base = {"psp_intent_id": intent.id}
         if intent.status == "succeeded":
             booked = {
                 "amount": intent.amount_received,
                 "fee": fee,
                 "psp_charge_id": charge.id if charge is not None else None,
-                "psp_created": txn.created if isinstance(txn, stripe.BalanceTransaction) else None,
+                "psp_created": txn.created if txn is not None else None,
+                "psp_available_on": txn.available_on if txn is not None else None,
             }
             return [(ps.CAPTURED, {**base, **booked})]
         if intent.status == "requires_capture":
@@ -415,26 +668,29 @@ class PaymentService:
         except ps.InvalidTransition:  # the writer committed before we even read the payment
             if intent is None:
                 raise
-        with unit_of_work(self.sessions) as session:
-            payment = session.get_one(Payment, payment_id)
-            missing = events_to_reach(state_of(payment), view_of(intent.to_dict()))
-            if missing:
-                self.apply_events(session, payment, missing)
-            return payment
+        return self._converge(payment_id, view_of(intent.to_dict()))
 
     def apply_events(
-        self, session: Session, payment: Payment, events: list[tuple[str, dict[str, Any]]]
+        self,
+        session: Session,
+        payment: Payment,
+        events: list[tuple[str, dict[str, Any]]],
+        refund_ids: frozenset[str] | None = None,
     ) -> None:
         """State, events, ledger postings and outbox rows for ``events``, in one transaction.
 
         All four are written together or not at all: that is the transactional
         outbox, and it is why a crash can never leave a state change that was
         not announced, or an announcement of a change that did not happen.
+        ``refund_ids`` are the PSP refunds already booked (read here if a
+        refund is among ``events`` and the caller did not).
         """
-        state = state_of(payment)
+        if refund_ids is None and any(kind == ps.REFUNDED for kind, _ in events):
+            refund_ids = booked_refund_ids(session, payment.id)
+        state = state_of(payment, refund_ids or frozenset())
         ledger = Ledger(SqlJournalStore(session))
+        booking = Booking(payment.id, payment.merchant_id, payment.currency)
         for event_type, data in events:
-            before = state
             state = ps.apply(state, event_type, data)
             session.add(
                 PaymentEvent(
@@ -461,11 +717,33 @@ class PaymentService:
                     },
                 )
             )
-            post_event(ledger, payment.id, payment.currency, before, state, event_type, data)
+            post_event(ledger, booking, state, event_type, data)
+            if event_type == ps.REFUNDED:
+                _mark_refund_booked(session, payment, data)
         payment.status = state.status
         payment.amount_captured = state.amount_captured
         payment.amount_refunded = state.amount_refunded
         payment.psp_intent_id = state.psp_intent_id
         payment.failure_code = state.failure_code
+        payment.fee_minor = state.fee
         payment.version = state.version
         session.flush()
+
+
+def _mark_refund_booked(session: Session, payment: Payment, data: Mapping[str, Any]) -> None:
+    """The ``refunds`` row of a booked refund: ours (by id), or a new one for the PSP's own."""
+    psp_id = data.get("psp_refund_id")
+    row = session.get(Refund, str(data["refund_id"]))
+    if row is None and psp_id:
+        row = session.scalar(sa.select(Refund).where(Refund.psp_refund_id == psp_id))
+    if row is None:  # made at the PSP directly (a dashboard refund): record it too
+        row = Refund(
+            id=str(data["refund_id"]),
+            payment_id=payment.id,
+            merchant_id=payment.merchant_id,
+            amount_minor=int(data["amount"]),
+            currency=payment.currency,
+            status="succeeded",
+        )
+        session.add(row)
+    row.status, row.psp_refund_id, row.failure_code = "succeeded", psp_id, None

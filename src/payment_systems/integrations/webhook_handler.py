@@ -16,8 +16,11 @@
    re-reads the dispute and walks its state machine to the PSP's status.
 5. **Re-fetch when it matters.** An event that *would* move the payment is
    ambiguous on its own: it may be old, and a charge event does not carry
-   the PaymentIntent's state or the fee. Following Stripe's advice, we fetch
-   the PaymentIntent and apply the PSP's current truth instead.
+   the PaymentIntent's state, the fee, or which refunds make up its refunded
+   total. Following Stripe's advice, we fetch the PaymentIntent (and its
+   refunds, each booked by its own id) and apply the PSP's current truth.
+6. **No network call inside a transaction.** The fetch happens between a
+   read and a short write transaction that re-checks everything.
 
 The signing and verification functions are re-exported here so readers can
 copy them from one place.
@@ -36,8 +39,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from payment_systems.chargebacks.service import DisputeService
-from payment_systems.core.payments import PaymentService, state_of
-from payment_systems.core.psp_sync import events_to_reach, view_of, would_advance
+from payment_systems.core.payments import PaymentService, booked_refund_ids, state_of
+from payment_systems.core.psp_sync import PspView, events_to_reach, view_of, would_advance
 from payment_systems.database.models import Payment, WebhookInbox
 from payment_systems.database.session import unit_of_work
 from payment_systems.integrations.webhook_signatures import (
@@ -131,23 +134,55 @@ class WebhookHandler:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _apply_once(self, event: Mapping[str, Any]) -> WebhookResult:
+        """Read, then fetch from the PSP, then write: never a network call inside a transaction.
+
+        A PSP call inside the transaction would pin a pooled connection (and,
+        on PostgreSQL, row locks) for as long as the PSP takes: up to its whole
+        retry budget. A slow PSP would then exhaust the pool and turn every
+        API request into a 503. So the PSP's truth is fetched first, and the
+        transaction that applies it re-reads the payment and re-checks the
+        inbox, because anything may have changed while we were away.
+        """
         event_id, event_type = str(event["id"]), str(event["type"])
         created = int(event.get("created") or 0)
         obj: Mapping[str, Any] = event["data"]["object"]
-        with unit_of_work(self.sessions) as session:
+        # 1. Read (no transaction held): a duplicate, or a stale event, costs no PSP call.
+        with self.sessions() as session:
             if session.get(WebhookInbox, event_id) is not None:
                 return WebhookResult(event_id, "duplicate")
             payment = (
                 self._payment_for(session, obj) if event_type.startswith(PAYMENT_EVENTS) else None
             )
-            outcome, refetched = "ignored", False
-            payment_id = payment.id if payment else None
-            if payment is not None:
-                outcome, refetched = self._advance(session, payment, obj)
-            elif event_type.startswith("charge.dispute.") and self.disputes is not None:
-                # Like payments: the event says "look", the PSP says what is true now.
-                fresh = self.disputes.gateway.retrieve(str(obj["id"]))
-                (outcome, payment_id), refetched = self.disputes.sync(session, fresh), True
+            payment_id = payment.id if payment is not None else None
+            advance = payment is not None and would_advance(
+                state_of(payment, booked_refund_ids(session, payment.id)), view_of(obj)
+            )
+        # 2. Fetch the PSP's current truth, outside any transaction.
+        view: PspView | None = None
+        dispute: dict[str, Any] | None = None
+        if advance and payment is not None:
+            charge = obj.get("object") == "charge"
+            intent_id = obj.get("payment_intent") if charge else obj.get("id")
+            view = self.service.psp_view(str(intent_id or payment.psp_intent_id))
+        elif payment is None and event_type.startswith("charge.dispute.") and self.disputes:
+            # Like payments: the event says "look", the PSP says what is true now.
+            dispute = self.disputes.gateway.retrieve(str(obj["id"]))
+        # 3. Write: re-check and apply in one short transaction.
+        with unit_of_work(self.sessions) as session:
+            if session.get(WebhookInbox, event_id) is not None:
+                return WebhookResult(event_id, "duplicate")
+            outcome, refetched = "ignored", view is not None or dispute is not None
+            if payment_id is not None:
+                outcome = "stale"
+                if view is not None:
+                    current = session.get_one(Payment, payment_id)
+                    booked = booked_refund_ids(session, payment_id)
+                    events = events_to_reach(state_of(current, booked), view)
+                    if events:
+                        self.service.apply_events(session, current, events, booked)
+                        outcome = "applied"
+            elif dispute is not None and self.disputes is not None:
+                outcome, payment_id = self.disputes.sync(session, dispute)
             session.add(
                 WebhookInbox(
                     event_id=event_id,
@@ -159,20 +194,6 @@ class WebhookHandler:
             )
             self.crash_point("before_commit")
             return WebhookResult(event_id, outcome, payment_id, refetched, created)
-
-    def _advance(
-        self, session: Session, payment: Payment, obj: Mapping[str, Any]
-    ) -> tuple[str, bool]:
-        state = state_of(payment)
-        if not would_advance(state, view_of(obj)):
-            return "stale", False
-        intent_id = obj.get("payment_intent") if obj.get("object") == "charge" else obj.get("id")
-        fresh = self.service.psp.retrieve_expanded(str(intent_id))
-        events = events_to_reach(state, view_of(fresh))
-        if not events:
-            return "stale", True
-        self.service.apply_events(session, payment, events)
-        return "applied", True
 
     @staticmethod
     def _payment_for(session: Session, obj: Mapping[str, Any]) -> Payment | None:
