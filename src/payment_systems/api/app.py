@@ -305,10 +305,32 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
 
         return await run_in_threadpool(idempotent, request, merchant_id, body, handler)
 
+    async def read_webhook_body(request: Request) -> bytes:
+        """The body, refused with 413 once it passes ``max_webhook_bytes``, never buffered whole.
+
+        Anyone can post here: the signature is what authenticates, and checking it
+        needs the body. So a declared Content-Length over the cap is refused before a
+        byte is read, and a body without one (chunked) is counted as it streams and
+        cut off at the cap, instead of `request.body()` buffering whatever arrives.
+        """
+        limit = rt().max_webhook_bytes
+        too_large = f"a webhook body is at most {limit} bytes; PSP events are far smaller"
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge(too_large, limit=limit)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(too_large, limit=limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     @app.post("/v1/webhooks/psp")
     async def psp_webhook(request: Request) -> Response:
         """Signed PSP events: 2xx once applied (or already applied); 400 if the signature fails."""
-        body = await request.body()
+        body = await read_webhook_body(request)
         signature = request.headers.get("stripe-signature", "")
         result = await run_in_threadpool(rt().webhooks.handle_stripe, body, signature)
         rt().metrics.webhooks.labels(result.outcome).inc()

@@ -45,6 +45,10 @@ from payment_systems.patterns.circuit_breaker import (
 from payment_systems.patterns.outbox import OutboxRelay
 
 MAX_BODY_BYTES = 16 * 1024
+# Stripe's events are a few KiB (a dispute with its charge, ~10 KiB); 256 KiB is room to
+# spare. The webhook route is unauthenticated until the signature is checked, and that
+# check needs the whole body: without a cap, anyone can make a worker buffer gigabytes.
+MAX_WEBHOOK_BYTES = 256 * 1024
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Runtime:
     idempotency_layer: bool = True  # off only in the benchmark that measures its overhead
     admission_limit: int = 16  # requests in flight in this worker before shedding (0: none)
     max_body_bytes: int = MAX_BODY_BYTES
+    max_webhook_bytes: int = MAX_WEBHOOK_BYTES  # POST /v1/webhooks/psp, refused before HMAC
     leak: Leak | None = None  # chaos only (CHAOS_LEAK_FILE)
     watchdog: RssWatchdog | None = None  # WORKER_MAX_RSS_GROWTH_MB
     _merchants: dict[str, str] = field(default_factory=dict)
