@@ -7,19 +7,43 @@ idempotency key, which the load generator puts in the metadata), optionally
 limited to one run (``metadata[R] == V``); every paid charge beyond the first
 in a group is a duplicate charge. ``&list=1`` adds every key that was charged,
 so an audit can compare them with the payments the merchant recorded.
+
+Webhook delivery under a model checker's control (form-encoded, like the
+Stripe routes; parameters may also go in the query string):
+
+| route | does |
+|---|---|
+| ``POST /_sandbox/webhooks/hold`` | queue the account's webhooks from now on, not send them |
+| ``GET /_sandbox/webhooks/held`` | the held events, oldest first |
+| ``POST /_sandbox/webhooks/release`` | send held events now: ``event`` ids, or ``order`` |
+| ``POST /_sandbox/webhooks/resume`` | stop holding; what is held stays held |
+| ``POST /_sandbox/webhooks/redeliver`` | send an event again (``event=evt_...``) |
+
+``release`` takes ``event`` (repeatable, or a comma list: sent in that
+order) or ``order=fifo|lifo|random`` (``random`` needs ``seed``), and
+``duplicate=true`` to send each event twice; it answers after every endpoint
+answered, with each attempt's status. Resuming does not flush the queue: a
+burst of old events arriving while the checker asserts would be exactly the
+nondeterminism the hold exists to remove, so held events go only when
+released. The semantics of failures are in ``delivery.py``.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from payment_systems.integrations.psp_sandbox.delivery import RELEASE_ORDERS
 from payment_systems.integrations.psp_sandbox.errors import InvalidRequest, SandboxError
+from payment_systems.integrations.psp_sandbox.forms import decode, get_bool, get_int, get_str
+from payment_systems.integrations.psp_sandbox.payment_intents import reject_unknown
 
 if TYPE_CHECKING:
     from payment_systems.integrations.psp_sandbox.app import Sandbox
@@ -77,6 +101,67 @@ def admin_routes(sb: Sandbox) -> list[Route]:
         except SandboxError as exc:
             return JSONResponse(exc.body(), status_code=exc.status)
 
+    def control(
+        action: Callable[[str, Request], Awaitable[dict[str, Any]]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """Authenticate as the key's account, run ``action``, answer in Stripe's error shape."""
+
+        async def route(request: Request) -> Response:
+            try:
+                return JSONResponse(await action(account_for(_api_key(request)), request))
+            except SandboxError as exc:
+                return JSONResponse(exc.body(), status_code=exc.status)
+
+        return route
+
+    async def hold(account: str, _: Request) -> dict[str, Any]:
+        sb.faults.hold(account)
+        sb.dispatcher.hold_pending(account)
+        return _hold_state(account)
+
+    async def resume(account: str, _: Request) -> dict[str, Any]:
+        sb.faults.resume(account)
+        return _hold_state(account)
+
+    def _hold_state(account: str) -> dict[str, Any]:
+        return {
+            "object": "sandbox.webhook_hold",
+            "holding": sb.faults.holding(account),
+            "held": len(sb.dispatcher.held(account)),
+        }
+
+    async def held(account: str, _: Request) -> dict[str, Any]:
+        return {
+            "object": "list",
+            "holding": sb.faults.holding(account),
+            "data": sb.dispatcher.held(account),
+        }
+
+    async def release(account: str, request: Request) -> dict[str, Any]:
+        raw = await _raw_params(request)
+        params = decode(raw)
+        reject_unknown(params, {"event", "order", "seed", "duplicate"})
+        order = get_str(params, "order")
+        if order is not None and order not in RELEASE_ORDERS:
+            raise InvalidRequest("order must be fifo, lifo or random", param="order")
+        sent = await sb.dispatcher.release(
+            account,
+            _event_ids(raw),
+            order=order,
+            seed=get_int(params, "seed"),
+            duplicate=get_bool(params, "duplicate"),
+        )
+        return {"object": "list", "data": [s.as_json() for s in sent]}
+
+    async def redeliver(account: str, request: Request) -> dict[str, Any]:
+        raw = await _raw_params(request)
+        reject_unknown(decode(raw), {"event"})
+        ids = _event_ids(raw)
+        if len(ids) != 1:
+            raise InvalidRequest("pass exactly one event id: event=evt_...", param="event")
+        sent = await sb.dispatcher.redeliver(account, ids[0])
+        return {"object": "list", "data": [s.as_json() for s in sent]}
+
     async def stats(_: Request) -> Response:
         return JSONResponse({"object": "sandbox.stats", "api_requests": sb.api_requests})
 
@@ -87,5 +172,30 @@ def admin_routes(sb: Sandbox) -> list[Route]:
         Route("/_sandbox/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route("/_sandbox/charges/duplicates", duplicates, methods=["GET"]),
         Route("/_sandbox/stats", stats, methods=["GET"]),
+        Route("/_sandbox/webhooks/hold", control(hold), methods=["POST"]),
+        Route("/_sandbox/webhooks/held", control(held), methods=["GET"]),
+        Route("/_sandbox/webhooks/release", control(release), methods=["POST"]),
+        Route("/_sandbox/webhooks/resume", control(resume), methods=["POST"]),
+        Route("/_sandbox/webhooks/redeliver", control(redeliver), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
     ]
+
+
+async def _raw_params(request: Request) -> str:
+    """The query string and the form body together, so ``?event=`` and a form both work."""
+    body = (await request.body()).decode("utf-8")
+    return "&".join(part for part in (request.url.query, body) if part)
+
+
+def _event_ids(raw: str) -> list[str]:
+    """Every ``event`` value, in order: ``event=a&event=b``, ``event=a,b`` or ``event[0]=a``.
+
+    The sandbox's form decoder keeps the last of repeated keys, as Stripe's
+    does; event ids are read from the raw pairs because their order is the
+    delivery order the caller asked for.
+    """
+    ids: list[str] = []
+    for key, value in parse_qsl(raw, keep_blank_values=True):
+        if key == "event" or key.startswith("event["):
+            ids += [part.strip() for part in value.split(",") if part.strip()]
+    return ids

@@ -96,7 +96,7 @@ class Sandbox:
         self.api_requests = 0
         self.faults = faults or FaultBook()
         self.new_id = new_id
-        self.dispatcher = Dispatcher(self.store, retry_policy)
+        self.dispatcher = Dispatcher(self.store, retry_policy, holding=self.faults.holding)
 
     # -- pipeline --------------------------------------------------------------
 
@@ -181,7 +181,7 @@ class Sandbox:
         key: str | None,
     ) -> tuple[int, Obj]:
         now = self.store.now(account)
-        delay, duplicate, window = self.faults.webhook_options(account)
+        webhooks = self.faults.webhook_options(account)
         with self.store.tx() as conn:
             ctx = Ctx(
                 self.store,
@@ -191,9 +191,10 @@ class Sandbox:
                 new_id=self.new_id,
                 request_id=request_id,
                 idempotency_key=key,
-                delay_webhooks_s=delay,
-                duplicate_webhooks=duplicate,
-                reorder_window_s=window,
+                delay_webhooks_s=webhooks.delay_s,
+                duplicate_webhooks=webhooks.duplicate,
+                reorder_window_s=webhooks.reorder_window_s,
+                hold_webhooks=webhooks.hold,
             )
             try:
                 obj = handler(ctx, params, dict(request.path_params))

@@ -29,7 +29,8 @@ class Ctx:
     """One request's unit of work against one account.
 
     ``delay_webhooks_s`` and ``duplicate_webhooks`` carry the webhook faults
-    active for this account, applied as events are queued.
+    active for this account, applied as events are queued; ``hold_webhooks``
+    queues the deliveries as ``held``, so only a release sends them.
     """
 
     store: Store
@@ -42,6 +43,7 @@ class Ctx:
     delay_webhooks_s: float = 0.0
     duplicate_webhooks: bool = False
     reorder_window_s: float | None = None
+    hold_webhooks: bool = False
     events: list[Obj] = field(default_factory=list)
     _window_due: float | None = None  # one reorder window per request, however long it takes
 
@@ -96,7 +98,7 @@ class Ctx:
                         attempts=0,
                         due_at=due,
                         rank=rank,
-                        state="pending",
+                        state="held" if self.hold_webhooks else "pending",
                     )
                 )
         self.events.append(event)

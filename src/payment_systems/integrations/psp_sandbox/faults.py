@@ -24,6 +24,12 @@ account whose key set it, and clears itself after ``duration_s``.
 
 Every fault also takes ``duration_s`` (default 60), ``path_prefix`` (default ``/v1/``)
 and ``methods`` (default ``"GET,POST,DELETE"``).
+
+The webhook *hold* (``/_sandbox/webhooks/hold`` ... ``/resume``, see
+``admin.py``) is kept here too, because it is decided at the same moment as the
+webhook faults: when an event is queued. It is a switch, not a fault: it
+never expires and ``DELETE /_sandbox/faults`` leaves it alone, so a chaos
+scenario that clears its faults cannot let a model checker's queue go.
 """
 
 from __future__ import annotations
@@ -67,6 +73,21 @@ class Fault:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class WebhookOptions:
+    """How the webhooks of events queued now leave the sandbox.
+
+    ``hold`` wins over ``delay_s`` and ``reorder_window_s`` (a held delivery
+    leaves when it is released, in the order the release asks for);
+    ``duplicate`` still queues two copies, so the two features compose.
+    """
+
+    delay_s: float = 0.0
+    duplicate: bool = False
+    reorder_window_s: float | None = None
+    hold: bool = False
+
+
 def _number(spec: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
     value = spec.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
@@ -85,6 +106,7 @@ class FaultBook:
         self.clock = clock
         self.rng = rng or random.Random()
         self._faults: dict[str, list[Fault]] = {}
+        self._holding: set[str] = set()
         self._next_id = 1
 
     def add(self, account: str, spec: dict[str, Any]) -> Fault:
@@ -151,8 +173,20 @@ class FaultBook:
             return base + (self.rng.expovariate(1 / jitter) if jitter else 0.0)
         return base
 
-    def webhook_options(self, account: str) -> tuple[float, bool, float | None]:
-        """(delay, duplicate, reorder window) for webhooks queued now."""
+    def hold(self, account: str) -> None:
+        """Queue this account's webhooks from now on instead of sending them."""
+        self._holding.add(account)
+
+    def resume(self, account: str) -> None:
+        """Send this account's new webhooks again; what is held stays held."""
+        self._holding.discard(account)
+
+    def holding(self, account: str) -> bool:
+        """Whether the account's webhooks are being held (the dispatcher asks before sending)."""
+        return account in self._holding
+
+    def webhook_options(self, account: str) -> WebhookOptions:
+        """How webhooks queued now leave: the active webhook faults and the hold."""
         delay, duplicate, window = 0.0, False, None
         for f in self.active(account):
             if f.kind == "webhook_delay":
@@ -161,4 +195,4 @@ class FaultBook:
                 duplicate = True
             elif f.kind == "webhook_reorder":
                 window = f.window_s
-        return delay, duplicate, window
+        return WebhookOptions(delay, duplicate, window, hold=self.holding(account))

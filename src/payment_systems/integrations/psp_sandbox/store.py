@@ -71,7 +71,7 @@ deliveries = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("due_at", sa.Float, nullable=False),
     sa.Column("rank", sa.BigInteger, nullable=False),  # delivery order among equally due rows
-    sa.Column("state", sa.String(16), nullable=False),  # pending | delivered | failed
+    sa.Column("state", sa.String(16), nullable=False),  # see delivery.py: pending, held...
     sa.Column("last_status", sa.Integer),
     sa.Index("ix_deliveries_state_due", "state", "due_at"),
 )
