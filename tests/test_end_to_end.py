@@ -49,7 +49,7 @@ def test_the_duplicate_retry_is_replayed_byte_for_byte_not_charged_again(
 
 def test_the_ledger_balances_and_the_books_reconcile_clean(usd_trace: Trace) -> None:
     assert usd_trace.balances == {
-        "psp_receivable": 97_070, "merchant_payable": -100_000, "psp_fees": 2_930,
+        "psp_receivable": 97_070, "merchant_payable": -97_070,  # the merchant pays the fee
     }  # fmt: skip
     assert usd_trace.reconciliation == {
         "matched": 1, "payouts_matched": 1, "breaks": 0, "clean": True,

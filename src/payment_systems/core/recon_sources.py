@@ -1,8 +1,10 @@
 """The three reconciliation sources, from where they really live.
 
-* **Our ledger**: `ledger_from_db` reads the booked captures and refunds
-  (``PaymentCaptured`` / ``PaymentRefunded`` events, with the PSP object id and
-  the PSP's timestamp each recorded).
+* **Our ledger**: `ledger_from_db` reads the **books**: every journal that
+  booked a PSP money movement (a capture, its fee, a refund), with the PSP
+  object id and the PSP's timestamp the journal records. Not the payment
+  events, not the payment rows: a posting that went wrong must show up here,
+  or reconciliation can never see it.
 * **The PSP's report**: `psp_from_api` lists balance transactions through the
   official SDK (the sandbox, or Stripe with ``PSP_API_BASE``).
 * **The bank statement**: `bank_from_payouts` stands in for the bank's
@@ -15,52 +17,69 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from payment_systems.core.recon_formats import BankRow, LedgerRow, PspRow
-from payment_systems.database.models import Payment, PaymentEvent
+from payment_systems.database.models import LedgerAccount, LedgerEntry, LedgerJournal
 from payment_systems.integrations.stripe_client import PSPClient
+
+BOOKED = ("capture", "fee", "refund")
 
 
 def ledger_from_db(sessions: sessionmaker[Session]) -> list[LedgerRow]:
-    """Every capture and refund we booked, keyed by the PSP object it matches."""
-    rows: list[LedgerRow] = []
+    """One row per PSP object our journals booked, with the amounts the journals moved.
+
+    The amounts are read from the ``psp_receivable`` legs (what the PSP owes
+    us): a capture's gross, its fee, a refund. A charge's row carries its
+    gross and its fee, as the PSP's balance transaction does.
+    """
+    sign = sa.case((LedgerEntry.direction == "debit", 1), else_=-1)
     with sessions() as session:
-        events = session.execute(
-            sa.select(PaymentEvent.type, PaymentEvent.data, Payment.id, Payment.currency)
-            .join(Payment, Payment.id == PaymentEvent.payment_id)
-            .where(PaymentEvent.type.in_(["PaymentCaptured", "PaymentRefunded"]))
+        rows = session.execute(
+            sa.select(
+                LedgerJournal.psp_object,
+                LedgerJournal.category,
+                LedgerJournal.payment_id,
+                LedgerJournal.effective_at,
+                LedgerEntry.currency,
+                sa.func.sum(sign * LedgerEntry.amount_minor),
+            )
+            .join(LedgerEntry, LedgerEntry.journal_id == LedgerJournal.id)
+            .join(LedgerAccount, LedgerEntry.account_id == LedgerAccount.id)
+            .where(
+                LedgerJournal.category.in_(BOOKED),
+                LedgerJournal.psp_object.is_not(None),
+                LedgerJournal.kind.in_(["posted", "post"]),
+                LedgerAccount.code == "psp_receivable",
+            )
+            .group_by(
+                LedgerJournal.psp_object,
+                LedgerJournal.category,
+                LedgerJournal.payment_id,
+                LedgerJournal.effective_at,
+                LedgerEntry.currency,
+            )
         ).all()
-    for event_type, data, payment_id, currency in events:
-        cur = currency.lower()
-        if event_type == "PaymentCaptured" and data.get("psp_charge_id"):
-            rows.append(
-                LedgerRow(
-                    data["psp_charge_id"],
-                    payment_id,
-                    "charge",
-                    int(data["amount"]),
-                    int(data.get("fee") or 0),
-                    cur,
-                    int(data["psp_created"]),
-                )
-            )
-        elif event_type == "PaymentRefunded" and data.get("psp_refund_id"):
-            rows.append(
-                LedgerRow(
-                    data["psp_refund_id"],
-                    payment_id,
-                    "refund",
-                    -int(data["amount"]),
-                    0,
-                    cur,
-                    int(data["psp_created"]),
-                )
-            )
-    return rows
+    gross: dict[str, int] = defaultdict(int)
+    fees: dict[str, int] = defaultdict(int)
+    info: dict[str, tuple[str, str, str, int]] = {}
+    for psp_object, category, payment_id, at, currency, moved in rows:
+        ref = str(psp_object)
+        kind = "refund" if category == "refund" else "charge"
+        if category == "fee":
+            fees[ref] += -int(moved)  # the fee leaves psp_receivable: a credit
+        else:
+            gross[ref] += int(moved)
+        if category != "fee" or ref not in info:
+            info[ref] = (str(payment_id), kind, str(currency).lower(), int(at or 0))
+    return [
+        LedgerRow(ref, payment_id, kind, gross[ref], fees[ref], currency, at)
+        for ref, (payment_id, kind, currency, at) in sorted(info.items())
+    ]
 
 
 def psp_from_api(psp: PSPClient) -> list[PspRow]:
