@@ -1,8 +1,13 @@
 """Shared fixtures: real services, started here when the environment has none.
 
 A test that needs Redis or Postgres never skips for want of a server: if
-``REDIS_URL`` / ``DATABASE_URL`` (a PostgreSQL one) is unset, the embedded
+``REDIS_URL`` / ``TEST_DATABASE_URL`` (a PostgreSQL one) is unset, the embedded
 server is started once per test session and stopped at the end of it.
+
+The tests drop the ``public`` schema of the PostgreSQL database they are given,
+so they read ``TEST_DATABASE_URL``, never ``DATABASE_URL``: that variable names
+the application's database, and a developer who exported it to try the API
+must not lose it by running the suite (finding 17).
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +26,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 import stripe
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from payment_systems.api.runtime import Runtime
 from payment_systems.config import Settings
@@ -50,10 +55,59 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+TEST_DATABASE_ENV = "TEST_DATABASE_URL"
+
+
+def _same_database(a: str, b: str) -> bool:
+    """Whether two URLs name the same PostgreSQL database (driver and password aside)."""
+
+    def where(url: str) -> tuple[object, ...]:
+        u = make_url(url)
+        return (u.host or u.query.get("host"), u.port or 5432, u.database)
+
+    try:
+        return where(a) == where(b)
+    except Exception:  # an unparsable DATABASE_URL is not our database
+        return False
+
+
+def external_test_database(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The external PostgreSQL the tests may wipe (``TEST_DATABASE_URL``), or None.
+
+    Only this explicit variable opts a server in; ``DATABASE_URL`` is never read
+    here. Naming the application's database in both is refused outright.
+    """
+    url = environ.get(TEST_DATABASE_ENV, "")
+    if not url:
+        return None
+    if not url.startswith(("postgres://", "postgresql")):
+        raise pytest.UsageError(f"{TEST_DATABASE_ENV} must be a PostgreSQL URL, not {url!r}")
+    if _same_database(url, environ.get("DATABASE_URL", "")):
+        raise pytest.UsageError(
+            f"{TEST_DATABASE_ENV} names the same database as DATABASE_URL; the tests drop "
+            "its public schema, so point it at a database of its own"
+        )
+    return url
+
+
+def fresh_pg_engine(
+    server: EmbeddedPostgres | None, environ: Mapping[str, str] = os.environ
+) -> Engine:
+    """An engine on an empty database: a new one on ``server``, or the reset test database."""
+    if server is not None:
+        return create_engine(server.create_database())
+    url = external_test_database(environ)
+    assert url is not None, "no embedded server and no TEST_DATABASE_URL"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    return engine
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[EmbeddedPostgres | None]:
-    """The embedded PostgreSQL, or None when ``DATABASE_URL`` names a Postgres server."""
-    if os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql")):
+    """The embedded PostgreSQL, or None when ``TEST_DATABASE_URL`` names a server to use."""
+    if external_test_database() is not None:
         yield None
         return
     with EmbeddedPostgres() as server:
@@ -63,13 +117,7 @@ def postgres_server() -> Iterator[EmbeddedPostgres | None]:
 @pytest.fixture
 def pg_engine(postgres_server: EmbeddedPostgres | None) -> Iterator[Engine]:
     """A real PostgreSQL engine on a brand-new, empty database."""
-    if postgres_server is None:
-        url = os.environ["DATABASE_URL"]
-        engine = create_engine(url)
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    else:
-        engine = create_engine(postgres_server.create_database())
+    engine = fresh_pg_engine(postgres_server)
     yield engine
     engine.dispose()
 
