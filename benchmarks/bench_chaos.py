@@ -37,6 +37,7 @@ def row(r: dict[str, Any]) -> dict[str, Any]:
         "duplicate charges": money["duplicate_charges"],
         "lost payments": money["lost_payments"],
         "ledger-PSP breaks": money["ledger_psp_breaks"],
+        "book breaks": money.get("book_breaks", "not recorded"),
         "passed": r["passed"],
     }
 

@@ -48,6 +48,7 @@ def test_no_customer_is_charged_twice_or_lost_and_the_books_match_the_psp(
     assert money["duplicate_charges"] == 0, money
     assert money["lost_payments"] == 0, money
     assert money["ledger_psp_breaks"] == 0, money
+    assert money["book_breaks"] == 0, money  # balanced journals, no open holds, balances = net
 
 
 def test_the_prevention_mechanism_held(report: dict[str, Any]) -> None:

@@ -6,9 +6,13 @@
 * **Lost payments**: a key the PSP charged that our database does not show
   as paid (the customer paid, we would not ship), or one we show as paid
   that the PSP never charged (we would ship, nobody paid).
-* **Ledger-versus-PSP breaks**: reconciliation of our booked captures
-  against the PSP's balance transactions (`core.reconciliation`), counting
-  everything it cannot explain by timing.
+* **Ledger-versus-PSP breaks**: reconciliation of the journals we booked
+  (captures, fees, refunds, read from the books) against the PSP's balance
+  transactions (`core.reconciliation`), counting everything it cannot
+  explain by timing.
+* **Book breaks**: the books' own checks (`core.ledger_checks`): an
+  unbalanced journal, an open hold on a finished payment, or a merchant
+  whose balance is not its payments' net.
 
 Before checking, the audit does what production does after an incident:
 it lets the PSP's webhooks land and runs the janitor, which asks the PSP
@@ -26,6 +30,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
+from payment_systems.core.ledger_checks import check_books
 from payment_systems.core.payments import PaymentService
 from payment_systems.core.recon_sources import ledger_from_db, psp_from_api
 from payment_systems.core.reconciliation import BreakClass, reconcile
@@ -46,6 +51,7 @@ class Financial:
     duplicate_charges: int
     lost_payments: int
     ledger_psp_breaks: int
+    book_breaks: int
     psp_charges: int
     payments_recorded: int
     resolved_by_janitor: int
@@ -57,7 +63,10 @@ class Financial:
     @property
     def clean(self) -> bool:
         return (
-            self.duplicate_charges == 0 and self.lost_payments == 0 and not self.ledger_psp_breaks
+            self.duplicate_charges == 0
+            and self.lost_payments == 0
+            and not self.ledger_psp_breaks
+            and not self.book_breaks
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -124,10 +133,18 @@ def audit(system: RunningSystem, run_id: str, *, settle_s: float = 15.0) -> Fina
             for b in report.unexplained
             if b.cls not in (BreakClass.MISSING_IN_BANK,) and b.source in ("ledger", "psp")
         ]
+        with service.sessions() as session:
+            books = check_books(session, int(time.time()))
+        book_breaks = [
+            *(f"unbalanced:{j}" for j in books.unbalanced_journals),
+            *(f"open_hold:{p}" for p in books.open_holds_on_finished_payments),
+            *(f"balance:{b.merchant_id}:{b.currency}" for b in books.balance_breaks),
+        ]
         return Financial(
             duplicate_charges=int(at_psp["duplicate_charges"]),
             lost_payments=len(lost),
             ledger_psp_breaks=len(breaks),
+            book_breaks=len(book_breaks),
             psp_charges=int(at_psp["charges"]),
             payments_recorded=len(statuses),
             resolved_by_janitor=resolved,
@@ -137,6 +154,7 @@ def audit(system: RunningSystem, run_id: str, *, settle_s: float = 15.0) -> Fina
             examples=[
                 *(f"{k}: ours={statuses.get(k, 'missing')}, psp={k in charged}" for k in lost[:3]),
                 *(f"{b.cls}:{b.reference}" for b in breaks[:3]),
+                *book_breaks[:3],
             ],
         )
     finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 # Registration order is the order of --help's panels: running the system first.
 from payment_systems.cli import services  # noqa: F401  # isort: skip
 from payment_systems.cli import reconcile  # noqa: F401  # isort: skip
-from payment_systems.cli import chaos, demo, events, experiments, load, study  # noqa: F401
+from payment_systems.cli import chaos, demo, events, experiments, ledger, load, study  # noqa: F401
 from payment_systems.cli.root import app
 
 __all__ = ["app", "main"]

@@ -19,7 +19,7 @@ def summary_table(report: dict[str, Any]) -> Table:
     """One row per scenario: the study plan's five questions, answered."""
     table = Table(title=f"Chaos at scale {report['scale']:g}, {report['rate']:g} payments/s")
     for column in ("scenario", "detected in", "errors in window", "p99 in window",
-                   "recovered in", "dup / lost / breaks", "passed"):  # fmt: skip
+                   "recovered in", "dup / lost / PSP breaks / book breaks", "passed"):  # fmt: skip
         table.add_column(column, justify="left" if column == "scenario" else "right")
     for r in report["scenarios"]:
         det = r["detection"]["detected_after_s"]
@@ -33,7 +33,7 @@ def summary_table(report: dict[str, Any]) -> Table:
             "n/a" if p99 is None else f"{p99:,.0f} ms",
             "no" if rec is None else f"{rec:.2f} s",
             f"{money['duplicate_charges']} / {money['lost_payments']} / "
-            f"{money['ledger_psp_breaks']}",
+            f"{money['ledger_psp_breaks']} / {money.get('book_breaks', 0)}",
             "[green]yes[/green]" if r["passed"] else "[red]NO[/red]",
         )
     return table
