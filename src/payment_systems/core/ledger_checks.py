@@ -9,7 +9,7 @@ checks prove the books are right *internally*, which the PSP cannot see:
   is on its way and never will be (the bug an unknown capture used to cause).
 * **Each merchant's balance equals its payments' net**: for every merchant
   and currency, what ``merchant_payable`` says we owe equals
-  Σ (amount_captured − amount_refunded − fee) over its payments. Disputes do
+  Σ (amount_captured - amount_refunded - fee) over its payments. Disputes do
   not enter this sum: in this model the platform bears disputed funds, their
   fees and losses on its own accounts (``disputed_funds``, ``dispute_fees``,
   ``dispute_losses``), so the dispute adjustment to a merchant's balance is 0.
