@@ -183,7 +183,5 @@ def downgrade() -> None:
         batch_op.drop_column("category")
     with op.batch_alter_table("ledger_accounts", schema=None) as batch_op:
         batch_op.drop_constraint("uq_ledger_accounts_owner", type_="unique")
-        batch_op.create_unique_constraint(
-            "uq_ledger_accounts_code_currency", ["code", "currency"]
-        )
+        batch_op.create_unique_constraint("uq_ledger_accounts_code_currency", ["code", "currency"])
         batch_op.drop_column("merchant_id")
