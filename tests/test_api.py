@@ -162,3 +162,38 @@ def test_health_reports_ok(api: ApiUnderTest) -> None:
     body = httpx.get(f"{api.url}/healthz").json()
     assert body["status"] == "ok"
     assert body["redis"] == "ok"
+
+
+def test_cancel_voids_an_authorization_and_its_replay_is_byte_for_byte(api: ApiUnderTest) -> None:
+    body = {"amount": 2500, "currency": "usd", "payment_method": "pm_card_visa",
+            "capture_method": "manual"}  # fmt: skip
+    payment = api.post("/v1/payments", body, key="auth-1").json()
+    first = api.post(f"/v1/payments/{payment['id']}/cancel", {}, key="cancel-1")
+    again = api.post(f"/v1/payments/{payment['id']}/cancel", {}, key="cancel-1")
+    assert first.status_code == 200 and first.json()["status"] == "canceled"
+    assert again.content == first.content and again.headers["idempotent-replayed"] == "true"
+
+
+def test_balance_is_scoped_by_api_key_and_read_from_the_books(api: ApiUnderTest) -> None:
+    body = {"amount": 10_000, "currency": "usd", "payment_method": "pm_card_visa"}
+    payment = api.post("/v1/payments", body, key="pay-a").json()
+    api.post("/v1/refunds", {"payment": payment["id"], "amount": 3000}, key="refund-a")
+    mine = api.get("/v1/balance").json()
+    theirs = api.get("/v1/balance", api_key=api.key_b).json()
+    assert mine["object"] == "balance"
+    total = sum(b["amount"] for b in mine["available"] + mine["pending"])
+    assert total == 10_000 - 3000 - payment["fee"] == api.get(
+        f"/v1/payments/{payment['id']}"
+    ).json()["net"]
+    assert theirs["available"] == [] and theirs["pending"] == []
+
+
+def test_a_key_reused_after_redis_expired_it_with_another_body_is_422_not_the_old_payment(
+    api: ApiUnderTest,
+) -> None:
+    body = {"amount": 1000, "currency": "usd", "payment_method": "pm_card_visa"}
+    assert api.post("/v1/payments", body, key="reused").status_code == 201
+    api.runtime.redis.flushdb()  # the 24 h record is gone; the payment row is not
+    other = api.post("/v1/payments", {**body, "amount": 9900}, key="reused")
+    assert other.status_code == 422
+    assert other.json()["code"] == "idempotency_key_reused"
