@@ -6,14 +6,24 @@ are parametrized over all three where the behaviour is shared.
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import httpx
 import pytest
 import redis
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from typer.testing import CliRunner
 
+from payment_systems.api.runtime import Runtime, build_runtime
+from payment_systems.cli import app as cli
 from payment_systems.core.idempotency import (
     Begin,
     IdempotencyBackend,
@@ -26,8 +36,11 @@ from payment_systems.core.idempotency import (
     validate_key,
 )
 from payment_systems.core.idempotency_sql import SqlIdempotency
+from payment_systems.database.migrate import upgrade
 from payment_systems.database.models import Base
 from payment_systems.infra.redis import connect_redis
+from payment_systems.integrations.psp_sandbox import SandboxServer
+from tests.conftest import ApiUnderTest
 
 FP = fingerprint("POST", "/v1/payments", b'{"amount": 100}')
 OTHER = fingerprint("POST", "/v1/payments", b'{"amount": 101}')
@@ -172,3 +185,134 @@ def test_many_threads_racing_one_key_let_exactly_one_in(
     outcomes = [r.outcome for r in results]
     assert outcomes.count(Outcome.NEW) == 1
     assert set(outcomes) == {Outcome.NEW, Outcome.IN_PROGRESS}
+
+
+# -- a stale holder is fenced out, and the API says so ---------------------------------
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
+def test_stale_complete_is_reported_not_ignored(
+    api: ApiUnderTest,
+    psp_sandbox: SandboxServer,
+    redis_client: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api.runtime.idempotency = RedisIdempotency(redis_client, lock_ttl_s=0.3)  # shorter than the PSP
+    httpx.post(
+        f"{psp_sandbox.url}/_sandbox/faults",
+        json={"kind": "latency", "ms": 1500, "methods": "POST", "duration_s": 30},
+        auth=(api.psp_key, ""),
+    ).raise_for_status()
+    payload = {"amount": 2000, "currency": "usd", "payment_method": "pm_card_visa"}
+    merchant = api.runtime.merchant_for(api.key_a)
+    assert merchant is not None
+    fp = fingerprint("POST", "/v1/payments", json.dumps(payload).encode())
+    caplog.set_level(logging.WARNING, logger="payment_systems.api.app")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(api.post, "/v1/payments", payload, key="stale")
+        record, lock, _fence = RedisIdempotency.keys(merchant, "stale")
+        _wait_for(lambda: redis_client.exists(record) == 1)  # the first request holds the key
+        _wait_for(lambda: redis_client.exists(lock) == 0)  # its lock expires; it is at the PSP
+        assert not first.done()
+        taker = api.runtime.idempotency.begin(merchant, "stale", fp)  # another holder
+        assert taker.outcome is Outcome.NEW
+        response = first.result()
+    # The client still gets the truth: the payment is committed in the database...
+    assert response.status_code == 201
+    assert response.json()["status"] == "succeeded"
+    # ...but the API does not pretend it stored the reply: it logs and counts the refusal.
+    assert b"idempotency_stale_completions_total 1.0" in api.runtime.metrics.exposition()
+    assert "stale" in caplog.text
+    # The stale reply was refused, not stored: the key is not a replay of it.
+    check = api.runtime.idempotency.begin(merchant, "stale", fp)
+    assert check.outcome is Outcome.NEW  # the taker's lock has expired too; nothing stored
+    api.runtime.idempotency.release(merchant, "stale", check.token)
+    # A real retry re-runs the handler, which finds the committed payment by (merchant, key).
+    retry = api.post("/v1/payments", payload, key="stale")
+    assert retry.status_code == 201 and retry.json()["id"] == response.json()["id"]
+
+
+# -- the SQL backend: tokens, content types, the reaper ----------------------------------
+
+
+def test_sql_tokens_keep_increasing_after_release_so_a_stale_holder_cannot_overwrite(
+    any_engine: Engine,
+) -> None:
+    upgrade(any_engine)
+    now = [datetime(2026, 1, 1, 12, 0, 0)]
+    idem = SqlIdempotency(any_engine, lock_timeout_s=30, clock=lambda: now[0])
+    stale = idem.begin("m_1", "k", FP)
+    now[0] += timedelta(seconds=31)  # its lock expires while it is still at the PSP
+    second = idem.begin("m_1", "k", FP)
+    assert second.token > stale.token
+    idem.release("m_1", "k", second.token)  # the second fails before any side effect
+    third = idem.begin("m_1", "k", FP)
+    assert third.outcome is Outcome.NEW
+    assert third.token > second.token > stale.token  # never back to 1
+    assert idem.complete("m_1", "k", third.token, OK)
+    assert idem.complete("m_1", "k", stale.token, StoredResponse(500, b"stale")) is False
+    replay = idem.begin("m_1", "k", FP)
+    assert replay.response is not None and replay.response.body == OK.body
+
+
+def test_sql_released_key_accepts_a_new_body_like_redis(any_engine: Engine) -> None:
+    upgrade(any_engine)
+    idem = SqlIdempotency(any_engine)
+    idem.release("m_1", "k", idem.begin("m_1", "k", FP).token)  # nothing stored
+    assert idem.begin("m_1", "k", OTHER).outcome is Outcome.NEW  # as after a Redis release
+
+
+def test_sql_replay_keeps_the_content_type(any_engine: Engine) -> None:
+    upgrade(any_engine)
+    idem = SqlIdempotency(any_engine)
+    problem = StoredResponse(402, b'{"code":"card_declined"}', "application/problem+json")
+    idem.complete("m_1", "declined", idem.begin("m_1", "declined", FP).token, problem)
+    replay = idem.begin("m_1", "declined", FP)
+    assert replay.response == problem  # status, body and content type, as first sent
+    # A row stored before the column existed replays as the API sent it then.
+    with any_engine.begin() as conn:
+        conn.execute(sa.text("UPDATE idempotency_keys SET response_content_type = NULL"))
+    old = idem.begin("m_1", "declined", FP).response
+    assert old is not None and old.content_type == "application/problem+json"
+
+
+def test_janitor_reaps_expired_sql_keys(
+    any_engine: Engine,
+    redis_url: str,
+    psp_sandbox: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    upgrade(any_engine)
+    yesterday = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=25)
+    old = SqlIdempotency(any_engine, clock=lambda: yesterday)
+    old.complete("m_1", "old", old.begin("m_1", "old", FP).token, OK)
+    young = SqlIdempotency(any_engine)
+    young.complete("m_1", "young", young.begin("m_1", "young", FP).token, OK)
+    env = {
+        "DATABASE_URL": any_engine.url.render_as_string(hide_password=False),
+        "REDIS_URL": redis_url,
+        "IDEMPOTENCY_FALLBACK": "sql",
+        "PSP_API_BASE": psp_sandbox.url,
+    }
+    built: list[Runtime] = []  # the command's runtime, to close its pool when it is done
+
+    def build_and_keep(*args: Any, **kwargs: Any) -> Runtime:
+        built.append(build_runtime(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr("payment_systems.api.runtime.build_runtime", build_and_keep)
+    try:
+        result = CliRunner().invoke(cli, ["janitor"], env=env)
+    finally:
+        for runtime in built:
+            runtime.engine.dispose()
+    assert result.exit_code == 0, result.output
+    assert "1 expired SQL idempotency key(s) reaped" in result.output
+    assert young.begin("m_1", "old", FP).outcome is Outcome.NEW  # gone: reaped
+    assert young.begin("m_1", "young", FP).outcome is Outcome.REPLAY  # a day old: kept

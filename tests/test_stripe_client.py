@@ -11,8 +11,12 @@ import httpx
 import pytest
 import redis
 
+from payment_systems.config import Settings
+from payment_systems.core.idempotency import LOCK_TTL_S
 from payment_systems.integrations.psp_sandbox import SandboxServer
 from payment_systems.integrations.stripe_client import (
+    CONNECT_TIMEOUT_S,
+    READ_TIMEOUT_S,
     CaptureRequest,
     PSPClient,
     PSPDeclined,
@@ -20,6 +24,7 @@ from payment_systems.integrations.stripe_client import (
     PSPUnavailable,
     RetryPolicy,
     psp_idempotency_key,
+    worst_case_psp_seconds,
 )
 from payment_systems.money import Money
 from payment_systems.patterns.circuit_breaker import BreakerConfig, CircuitBreaker, CircuitOpen
@@ -38,6 +43,29 @@ class SleepRecorder:
     def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
         time.sleep(seconds)
+
+
+class SkippedTime:
+    """A clock that is real time plus every pause the client asked for, skipped, not slept.
+
+    The HTTP attempts take their real time; the backoffs, which the deadline
+    is about, cost nothing, so a 25 s budget is exercised in well under a second.
+    """
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+        self.sleeps: list[float] = []
+        self.start = self.clock()
+
+    def clock(self) -> float:
+        return time.monotonic() + self.skipped
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.skipped += seconds
+
+    def elapsed(self) -> float:
+        return self.clock() - self.start
 
 
 @pytest.fixture
@@ -257,3 +285,62 @@ def test_from_env_points_at_the_sandbox_by_default() -> None:
 def test_a_publishable_key_is_refused_at_construction() -> None:
     with pytest.raises(ValueError, match="secret key"):
         PSPClient("pk_test_123")
+
+
+def test_psp_retries_stop_before_the_idempotency_lock_expires(
+    make_client: Callable[..., PSPClient], psp_sandbox: SandboxServer, psp_key: str
+) -> None:
+    # The PSP charges, then answers 503, again and again: every retry is a replay, and
+    # without a deadline 20 attempts with pauses of up to 8 s would run for minutes.
+    _fault(psp_sandbox, psp_key, kind="error", phase="after", methods="POST", duration_s=60)
+    fake = SkippedTime()
+    policy = RetryPolicy(max_attempts=20, base_s=2.0, cap_s=8.0, rng=random.Random(7))
+    client = make_client(retry=policy, sleep=fake.sleep, clock=fake.clock)
+    with pytest.raises(PSPOutcomeUnknown, match="deadline"):  # charged, maybe: not "failed"
+        _authorize(client, "pay_deadline")
+    assert 1 < client.attempts < policy.max_attempts  # the deadline stopped it, not the count
+    assert fake.elapsed() <= policy.deadline_s < LOCK_TTL_S
+    assert _count_intents(psp_sandbox, psp_key) == 1
+
+
+def test_a_retry_after_longer_than_the_time_left_is_not_slept(
+    make_client: Callable[..., PSPClient], psp_sandbox: SandboxServer, psp_key: str
+) -> None:
+    _fault(psp_sandbox, psp_key, kind="rate_limit", retry_after_s=60, duration_s=60)
+    fake = SkippedTime()
+    client = make_client(
+        retry=RetryPolicy(max_retry_after_s=120), sleep=fake.sleep, clock=fake.clock
+    )
+    with pytest.raises(PSPUnavailable, match="deadline"):  # a 429 charged nothing
+        _authorize(client)
+    assert fake.sleeps == []  # 60 s would have outlived the lock: give up now, not later
+    assert client.attempts == 1
+
+
+def test_an_attempt_gets_only_the_read_time_the_deadline_leaves(
+    make_client: Callable[..., PSPClient], psp_sandbox: SandboxServer, psp_key: str
+) -> None:
+    # Real time: the PSP holds the answer 5 s; the read timeout is 10 s, the deadline 1.5 s.
+    _fault(psp_sandbox, psp_key, kind="timeout", phase="after", hold_s=5.0, duration_s=30)
+    policy = RetryPolicy(deadline_s=1.5, min_read_s=0.2)
+    client = make_client(retry=policy, connect_timeout_s=0.2, read_timeout_s=10.0)
+    start = time.monotonic()
+    with pytest.raises(PSPOutcomeUnknown):
+        _authorize(client, "pay_cut")
+    assert time.monotonic() - start < policy.deadline_s + 0.5  # not the 10 s read timeout
+    assert client.attempts == 1
+
+
+def test_worst_case_psp_time_is_below_lock_ttl() -> None:
+    settings = Settings()
+    read_s = settings.psp_read_timeout_s
+    assert read_s == READ_TIMEOUT_S  # PSP_READ_TIMEOUT_S's default is the client's
+    policy = RetryPolicy()
+    # Without the deadline the retries outlive the lock (the finding), by a lot with Retry-After
+    assert worst_case_psp_seconds(policy, CONNECT_TIMEOUT_S, read_s, deadline=False) == 51.5
+    assert worst_case_psp_seconds(policy, retry_after_s=30, deadline=False) == 138.0
+    for retry_after in (None, 30.0):
+        bounded = worst_case_psp_seconds(
+            policy, CONNECT_TIMEOUT_S, read_s, retry_after_s=retry_after
+        )
+        assert bounded <= policy.deadline_s < settings.lock_ttl_s == LOCK_TTL_S

@@ -220,7 +220,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         body_bytes = encode(payload)
         media = PROBLEM_JSON if status >= 400 else "application/json"
         try:
-            backend.complete(
+            kept = backend.complete(
                 merchant_id, key, begun.token, StoredResponse(status, body_bytes, media)
             )
         except IdempotencyUnavailable as exc:
@@ -228,6 +228,20 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
             # re-runs the handler, which finds this payment by (merchant, key) in the
             # database and answers with it, so the client still gets the truth.
             log.warning("response for key %s not stored: %s", key, exc)
+        else:
+            if not kept:
+                # Fenced out: our lock expired mid-request (a PSP call that outlived
+                # LOCK_TTL_S) and a retry took the key over, so the store refused our
+                # response. Say so: it means the lock TTL is too short for the work.
+                # The answer is still true (the work is committed, and a retry finds
+                # the payment by (merchant, key) in the database), so the client gets it.
+                rt().metrics.stale_completions.inc()
+                log.warning(
+                    "response for key %s not stored: lock token %d is stale, another "
+                    "request took the key over while this one ran",
+                    key,
+                    begun.token,
+                )
         return Response(body_bytes, status_code=status, media_type=media)
 
     @app.post("/v1/payments", status_code=201)

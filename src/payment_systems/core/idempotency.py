@@ -22,13 +22,20 @@ too (`payment_systems.core.idempotency_sql` is that backend, kept for
 comparison, and ``payment-systems experiment idempotency`` measures both).
 
 **Why a 30 s lock, not the transaction timeout?** The lock must outlive the
-slowest *legitimate* request: the PSP call (our client's read timeout is
-10 s, with retries) plus our own writes. A lock shorter than that expires
-while the first request is still charging, and lets the retry in (the
-"timeout-5s" experiment shows it). A lock much longer than that makes a
+slowest *legitimate* request, and the PSP call dominates it. Left to its
+retries, `PSPClient` could take 4 attempts x (2 s connect + 10 s read)
++ 3.5 s of backoff = 51.5 s, or 138 s if the PSP answers each attempt with
+``Retry-After: 30``: longer than the lock, so a client's retry got in while
+the first request was still charging. So the PSP client has an overall
+deadline per operation (``RetryPolicy.deadline_s``, 25 s): each attempt's read
+timeout is cut to the time left, and no attempt or pause starts that would end
+later. 25 s of PSP plus our own writes fit in 30 s, with 5 s to spare.
+(`payment_systems.integrations.stripe_client.worst_case_psp_seconds` does
+these sums, and a test keeps them true.) A lock much longer than that makes a
 client whose first attempt crashed wait that long for its 409s to become a
-resume. The database transaction timeout is the wrong yardstick: we do not
-hold a transaction across the PSP call at all.
+resume (a shorter one expires mid-request: the "timeout-5s" experiment shows
+it). The database transaction timeout is the wrong yardstick: we do not hold
+a transaction across the PSP call at all.
 
 **What protects us if the lock expires mid-request anyway?** Two things.
 The payment row is unique per (merchant, key), so the second request
@@ -37,6 +44,9 @@ that payment, so the PSP replays the first charge instead of making a second.
 And the **fencing token**: every lock acquisition increments a counter, and
 `complete` only stores a response if the token is still the current one,
 so the stale first request cannot overwrite the newer holder's result.
+`complete` returns False then, and the API logs it and counts it
+(``idempotency_stale_completions_total``): each one means a request outlived
+its lock, which the deadline above should make impossible.
 """
 
 from __future__ import annotations
@@ -53,6 +63,15 @@ from payment_systems.errors import PaymentSystemsError
 from payment_systems.infra.redis import as_text
 
 LOCK_TTL_S = 30
+"""Seconds a request holds its key: longer than the slowest legitimate request.
+
+Why 30: the PSP call dominates a request, and `PSPClient` ends every PSP
+operation within ``RetryPolicy.deadline_s`` = 25 s. Without that deadline its
+worst case is 4 attempts x (2 s connect + 10 s read) + (0.5 + 1 + 2) s of
+backoff = 51.5 s (138 s with ``Retry-After: 30`` pauses), which would outlive
+the lock. The remaining 5 s cover our own database writes before and after
+the call. ``worst_case_psp_seconds`` computes these figures from the code.
+"""
 RESPONSE_TTL_S = 24 * 3600
 MAX_KEY_LENGTH = 255
 
@@ -106,7 +125,13 @@ class IdempotencyBackend(Protocol):
 
     def begin(self, scope: str, key: str, fingerprint: str) -> Begin: ...
 
-    def complete(self, scope: str, key: str, token: int, response: StoredResponse) -> bool: ...
+    def complete(self, scope: str, key: str, token: int, response: StoredResponse) -> bool:
+        """Store the response and free the lock; False if ``token`` is stale.
+
+        Stale means our lock expired and another request took the key over: the
+        response is *not* stored, and the caller must not pretend it was.
+        """
+        ...
 
     def release(self, scope: str, key: str, token: int) -> None: ...
 
@@ -239,6 +264,12 @@ class RedisIdempotency:
         return Begin(outcome)
 
     def complete(self, scope: str, key: str, token: int, response: StoredResponse) -> bool:
+        """Store the response for 24 h and free the lock; False, storing nothing, if fenced out.
+
+        The Lua script compares ``token`` with the record's current one, so a
+        request whose lock expired cannot overwrite the result of the request
+        that took the key over.
+        """
         args: list[str | int | bytes] = [
             token,
             response.status,

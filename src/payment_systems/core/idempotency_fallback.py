@@ -20,6 +20,9 @@ which is why it is a switch and not the default.
 
 Each token remembers which store issued it, so ``complete`` and
 ``release`` go back to the store that holds the lock.
+
+Redis expires its keys by itself; the SQL table does not, so the janitor calls
+`reap_idempotency_keys` to delete the rows older than 24 hours.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from payment_systems.core.idempotency import (
     Outcome,
     StoredResponse,
 )
+from payment_systems.core.idempotency_sql import SqlIdempotency
 
 
 class FallbackIdempotency:
@@ -65,3 +69,19 @@ class FallbackIdempotency:
 
     def release(self, scope: str, key: str, token: int) -> None:
         self._store_for(scope, key, token).release(scope, key, token)
+
+
+def reap_idempotency_keys(backend: IdempotencyBackend) -> int | None:
+    """Delete the SQL store's keys older than 24 h; how many, or None if there is no SQL store.
+
+    ``backend`` is what the runtime uses: `SqlIdempotency` itself, a
+    `FallbackIdempotency` with one behind Redis, or `RedisIdempotency`
+    alone, whose keys expire by their TTL and need no reaping (None).
+    """
+    if isinstance(backend, SqlIdempotency):
+        return backend.reap()
+    if isinstance(backend, FallbackIdempotency):
+        counts = [reap_idempotency_keys(store) for store in (backend.primary, backend.secondary)]
+        found = [count for count in counts if count is not None]
+        return sum(found) if found else None
+    return None

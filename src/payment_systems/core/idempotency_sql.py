@@ -12,8 +12,20 @@ request that crashed is resumed from there by its retry, not started over.
   of the race sees an integrity error and answers "in progress".
 
 A held lock older than ``lock_timeout_s`` (90 s in rocket-rides-atomic; 30 s
-here, to match the Redis backend) is presumed dead and taken over. `reap`
-deletes keys older than 24 hours.
+here, to match the Redis backend) is presumed dead and taken over.
+
+**Fencing tokens only ever grow.** ``lock_token`` is the fencing token, so a
+holder whose lock expired mid-request cannot store its (stale) response over
+the result of the request that took the key over. That holds only if a token
+is never issued twice for one key: `release` therefore keeps the row and its
+token, and only frees the lock, so the next `begin` issues the next token. (It
+used to delete the row; the next request then started again at token 1, and a
+stale holder with token 1 could overwrite its result.) The row goes away only
+when `reap` deletes it, 24 hours on and never while its lock is held: the
+janitor (``payment-systems janitor``) calls `reap_idempotency_keys`.
+
+The response's content type is stored with it, so a replayed 4xx is
+``application/problem+json`` again, byte for byte as first sent.
 """
 
 from __future__ import annotations
@@ -36,6 +48,9 @@ from payment_systems.core.idempotency import (
 from payment_systems.database.models import IdempotencyKey
 
 T = sa.Table(IdempotencyKey.__tablename__, IdempotencyKey.metadata)  # the mapped table
+# What the API sent for every response before the content type was stored (migration 0005).
+_PROBLEM_JSON = "application/problem+json"
+_JSON = "application/json"
 
 
 def _utcnow() -> datetime:
@@ -90,18 +105,22 @@ class SqlIdempotency:
                         )
                     )
                     return Begin(Outcome.NEW, token=1, recovery_point="started")
-                if row.fingerprint != fingerprint:
+                # Released (freed, nothing stored): the key is free for any body, as in
+                # Redis, whose release deletes the record but keeps the fence counter.
+                released = row.locked_at is None and row.response_code is None
+                if row.fingerprint != fingerprint and not released:
                     return Begin(Outcome.MISMATCH)
                 if row.response_code is not None:
-                    stored = StoredResponse(int(row.response_code), bytes(row.response_body or b""))
-                    return Begin(Outcome.REPLAY, response=stored)
+                    return Begin(Outcome.REPLAY, response=_stored(row))
                 if row.locked_at is not None and row.locked_at > now - self.lock_timeout:
                     return Begin(Outcome.IN_PROGRESS)
-                token = int(row.lock_token) + 1
+                token = int(row.lock_token) + 1  # never reissued: release keeps the row
                 taken = conn.execute(
                     T.update()
                     .where(T.c.id == row.id, T.c.lock_token == row.lock_token)
-                    .values(locked_at=now, lock_token=token, last_run_at=now)
+                    .values(
+                        fingerprint=fingerprint, locked_at=now, lock_token=token, last_run_at=now
+                    )
                 ).rowcount
                 if taken != 1:  # another request took it over first (SQLite has no FOR UPDATE)
                     return Begin(Outcome.IN_PROGRESS)
@@ -120,6 +139,11 @@ class SqlIdempotency:
         return bool(done == 1)
 
     def complete(self, scope: str, key: str, token: int, response: StoredResponse) -> bool:
+        """Store the response and free the lock; False, storing nothing, if ``token`` is stale.
+
+        Stale: our lock expired and another request took the key over (its
+        token is higher), so its result, not ours, is the one to replay.
+        """
         with self.engine.begin() as conn:
             done = conn.execute(
                 T.update()
@@ -127,6 +151,7 @@ class SqlIdempotency:
                 .values(
                     response_code=response.status,
                     response_body=response.body,
+                    response_content_type=response.content_type,
                     locked_at=None,
                     recovery_point="finished",
                 )
@@ -134,18 +159,45 @@ class SqlIdempotency:
         return bool(done == 1)
 
     def release(self, scope: str, key: str, token: int) -> None:
+        """Free the lock, storing nothing, so the client's retry is new; keep the token.
+
+        The row stays, with its ``lock_token``, so the next holder gets a
+        higher token than any earlier one: deleting it would restart the
+        count at 1 and let a stale holder's `complete` match a newer holder's
+        token. Its ``recovery_point`` stays too, so the retry resumes there.
+        """
         with self.engine.begin() as conn:
             conn.execute(
-                T.delete().where(
+                T.update()
+                .where(
                     T.c.merchant_id == scope,
                     T.c.key == key,
                     T.c.lock_token == token,
                     T.c.response_code.is_(None),
                 )
+                .values(locked_at=None)
             )
 
     def reap(self, max_age_s: int = RESPONSE_TTL_S) -> int:
-        """Delete keys older than ``max_age_s`` (24 h); returns how many."""
-        cutoff = self.clock() - timedelta(seconds=max_age_s)
+        """Delete keys older than ``max_age_s`` (24 h), except one held right now; returns how many.
+
+        A key whose lock is live is kept even if old: deleting it would let the
+        next `begin` start the tokens again at 1 under a running holder.
+        """
+        now = self.clock()
+        cutoff = now - timedelta(seconds=max_age_s)
         with self.engine.begin() as conn:
-            return int(conn.execute(T.delete().where(T.c.created_at < cutoff)).rowcount)
+            reaped = conn.execute(
+                T.delete().where(
+                    T.c.created_at < cutoff,
+                    sa.or_(T.c.locked_at.is_(None), T.c.locked_at <= now - self.lock_timeout),
+                )
+            ).rowcount
+        return int(reaped)
+
+
+def _stored(row: sa.Row[tuple[object, ...]]) -> StoredResponse:
+    """The stored response; a row from before migration 0005 gets what the API sent then."""
+    status = int(row.response_code)
+    content_type = row.response_content_type or (_PROBLEM_JSON if status >= 400 else _JSON)
+    return StoredResponse(status, bytes(row.response_body or b""), str(content_type))

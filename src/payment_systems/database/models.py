@@ -234,6 +234,7 @@ class IdempotencyKey(Base):
     recovery_point: Mapped[str] = mapped_column(sa.String(32), default="started")
     response_code: Mapped[int | None]
     response_body: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    response_content_type: Mapped[str | None] = mapped_column(sa.String(100))
     created_at: Mapped[datetime] = mapped_column(default=_now)
     last_run_at: Mapped[datetime] = mapped_column(default=_now)
 

@@ -8,6 +8,9 @@ What the wrapper adds, and the failure each part prevents:
   executed twice.
 * **Bounded retries** on 409, 429 (honouring ``Retry-After``), 5xx and
   network errors only, with capped exponential backoff and jitter.
+* **An overall deadline per operation** (`RetryPolicy.deadline_s`, 25 s), so
+  all the attempts and pauses of one call end before the caller's
+  idempotency lock (30 s) expires; `worst_case_psp_seconds` does the sums.
 * **A circuit breaker**, so a PSP outage fails fast instead of tying up
   every worker for the full timeout.
 * **A shared rate limiter**, so the fleet stays under the PSP's limit.
@@ -25,9 +28,11 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -36,7 +41,7 @@ import stripe
 from payment_systems.errors import PaymentSystemsError
 from payment_systems.money import Money
 from payment_systems.patterns.circuit_breaker import CircuitBreaker, CircuitOpen
-from payment_systems.patterns.rate_limit import TokenBucket
+from payment_systems.patterns.rate_limit import RateLimited, TokenBucket
 
 T = TypeVar("T")
 
@@ -44,6 +49,11 @@ DEFAULT_API_BASE = "http://127.0.0.1:12111"
 DEFAULT_API_KEY = "sk_test_payment_systems_sandbox"
 # The fee is on the charge's balance transaction; expanding it saves a second round trip.
 EXPAND = ("latest_charge.balance_transaction",)
+CONNECT_TIMEOUT_S = 2.0
+READ_TIMEOUT_S = 10.0
+# 5 s under the API's idempotency lock (LOCK_TTL_S, 30 s): the lock is taken before
+# our own writes and released after them, and they need that margin around the PSP call.
+DEFAULT_DEADLINE_S = 25.0
 
 
 class PSPError(PaymentSystemsError):
@@ -117,17 +127,31 @@ class RetryPolicy:
     Backoff is ``min(base_s * 2**(attempt-1), cap_s)`` scaled by a jitter in
     [0.5, 1), so a fleet that failed together does not retry together. A
     ``Retry-After`` from the server wins, up to ``max_retry_after_s``.
+
+    ``deadline_s`` bounds the whole operation, every attempt and pause
+    included. Without it, four attempts that each wait out the 2 s connect and
+    10 s read timeouts, plus the backoffs, take 51.5 s, and 138 s if the PSP
+    asks for 30 s pauses: far past the 30 s idempotency lock the API holds
+    around the call, so a client's retry would get in while the first request
+    is still charging. `PSPClient.call` starts no attempt, and sleeps no pause,
+    that would end past the deadline. ``min_read_s`` is the least read time
+    worth an attempt: one given less would mostly time out, and turn a clean
+    "unavailable" (nothing charged) into an "unknown" to resolve.
     """
 
     max_attempts: int = 4
     base_s: float = 0.5
     cap_s: float = 5.0
     max_retry_after_s: float = 30.0
+    deadline_s: float = DEFAULT_DEADLINE_S
+    min_read_s: float = 1.0
     rng: random.Random = field(default_factory=random.Random, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.base_s < 0 or self.cap_s < self.base_s:
             raise ValueError("need max_attempts >= 1 and 0 <= base_s <= cap_s")
+        if self.deadline_s <= 0 or self.min_read_s < 0:
+            raise ValueError("need deadline_s > 0 and min_read_s >= 0")
 
     def should_retry(self, status: int | None) -> bool:
         """Retry 409 (in flight), 429 (throttled), 5xx and network errors (``None``)."""
@@ -142,6 +166,82 @@ class RetryPolicy:
         if retry_after_s is not None:
             return min(retry_after_s, self.max_retry_after_s)
         return float(min(self.base_s * 2 ** (attempt - 1), self.cap_s)) * self.jitter()
+
+    def max_backoff(self, attempt: int) -> float:
+        """The longest `backoff` after attempt ``attempt`` without ``Retry-After`` (jitter 1)."""
+        return float(min(self.base_s * 2 ** (attempt - 1), self.cap_s))
+
+
+def worst_case_psp_seconds(
+    policy: RetryPolicy,
+    connect_s: float = CONNECT_TIMEOUT_S,
+    read_s: float = READ_TIMEOUT_S,
+    *,
+    retry_after_s: float | None = None,
+    deadline: bool = True,
+) -> float:
+    """The longest one PSP operation can take: the figure the idempotency lock must outlive.
+
+    Every attempt waits out its full connect and read timeouts, and every pause
+    is the longest backoff (or ``retry_after_s``, when the PSP sends
+    ``Retry-After`` each time, capped at ``max_retry_after_s``)::
+
+        max_attempts x (connect_s + read_s) + the pauses between them
+
+    With ``deadline=True`` (how `PSPClient` runs), the call ends by
+    ``deadline_s``: each attempt's read timeout is cut to the time left, and
+    an attempt or pause that would end later is not started.
+
+    Examples:
+        >>> worst_case_psp_seconds(RetryPolicy(), 2.0, 10.0, deadline=False)
+        51.5
+        >>> worst_case_psp_seconds(RetryPolicy(), 2.0, 10.0, retry_after_s=30, deadline=False)
+        138.0
+        >>> worst_case_psp_seconds(RetryPolicy(), 2.0, 10.0)
+        25.0
+    """
+    pauses = range(1, policy.max_attempts)
+    if retry_after_s is None:
+        waiting = sum(policy.max_backoff(attempt) for attempt in pauses)
+    else:
+        waiting = len(pauses) * min(retry_after_s, policy.max_retry_after_s)
+    total = policy.max_attempts * (connect_s + read_s) + waiting
+    return min(total, policy.deadline_s) if deadline else total
+
+
+class _DeadlineRequestsClient(stripe.RequestsClient):
+    """stripe's `RequestsClient`, with a read timeout that one thread can shorten per attempt.
+
+    The SDK takes one ``(connect, read)`` timeout for the client's lifetime and
+    passes ``self._timeout`` to every request. Computing that attribute from a
+    per-thread cap lets `PSPClient.call` give an attempt only the time its
+    deadline leaves, without rebuilding the client (and its pooled
+    connections), and without one thread's cap leaking into another's
+    (`PSPClient.capture_many` runs operations concurrently).
+    """
+
+    def __init__(self, connect_s: float, read_s: float) -> None:
+        self._cap = threading.local()
+        super().__init__(timeout=(connect_s, read_s))
+
+    @property
+    def _timeout(self) -> tuple[float, float]:
+        cap: float | None = getattr(self._cap, "read_s", None)
+        read = self.read_s if cap is None else min(cap, self.read_s)
+        return (self.connect_s, read)
+
+    @_timeout.setter
+    def _timeout(self, value: float | tuple[float, float]) -> None:
+        self.connect_s, self.read_s = value if isinstance(value, tuple) else (value, value)
+
+    @contextmanager
+    def read_timeout_at_most(self, seconds: float) -> Iterator[None]:
+        """Cap this thread's read timeout while the block runs."""
+        self._cap.read_s = seconds
+        try:
+            yield
+        finally:
+            self._cap.read_s = None
 
 
 def _was_sent(exc: BaseException) -> bool:
@@ -177,23 +277,28 @@ class PSPClient:
         retry: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
         limiter: TokenBucket | None = None,
-        connect_timeout_s: float = 2.0,
-        read_timeout_s: float = 10.0,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        read_timeout_s: float = READ_TIMEOUT_S,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not api_key.startswith(("sk_test_", "sk_live_", "rk_")):
             raise ValueError("api_key must be a Stripe secret key (sk_test_... for the sandbox)")
+        self.http = _DeadlineRequestsClient(connect_timeout_s, read_timeout_s)
         self.stripe = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base},
             max_network_retries=0,  # we retry ourselves, with our key and our breaker
-            http_client=stripe.RequestsClient(timeout=(connect_timeout_s, read_timeout_s)),
+            http_client=self.http,
         )
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
         self.api_base = api_base
         self.retry = retry or RetryPolicy()
         self.breaker = breaker or CircuitBreaker(f"psp:{api_base}")
         self.limiter = limiter
         self.sleep = sleep
+        self.clock = clock
         self.attempts = 0  # total HTTP attempts made, for tests and metrics
 
     @classmethod
@@ -279,6 +384,29 @@ class PSPClient:
             lambda o: self.stripe.v1.refunds.create(params=params, options=o),  # type: ignore[arg-type]
         )
 
+    def cancel(self, *, merchant_id: str, payment_id: str, intent_id: str) -> stripe.PaymentIntent:
+        """Void an authorization: the hold on the customer's card is released."""
+        params: dict[str, Any] = {"expand": list(EXPAND)}
+        key = psp_idempotency_key(merchant_id, payment_id, "cancel")
+        return self.call(
+            "cancel",
+            payment_id,
+            key,
+            lambda o: self.stripe.v1.payment_intents.cancel(intent_id, params=params, options=o),  # type: ignore[arg-type]
+        )
+
+    def list_refunds(self, intent_id: str) -> list[dict[str, Any]]:
+        """Every refund of an intent, as plain JSON: how a refund is booked by its own id."""
+        listing = self.call(
+            "list_refunds",
+            intent_id,
+            "",
+            lambda _o: self.stripe.v1.refunds.list(
+                params={"payment_intent": intent_id, "limit": 100}
+            ),
+        )
+        return [refund.to_dict() for refund in listing.auto_paging_iter()]
+
     def retrieve(self, intent_id: str) -> stripe.PaymentIntent:
         """Fetch the PSP's current view of a PaymentIntent (reads need no key)."""
         return self.call(
@@ -339,15 +467,36 @@ class PSPClient:
 
     # -- the retry loop ----------------------------------------------------------
 
+    def _read_budget(self, deadline: float) -> float | None:
+        """The read timeout the next attempt may have, or None if none fits before ``deadline``."""
+        read = min(self.read_timeout_s, deadline - self.clock() - self.connect_timeout_s)
+        return read if read >= min(self.retry.min_read_s, self.read_timeout_s) else None
+
+    def _least_attempt_s(self) -> float:
+        """The shortest attempt worth starting: a full connect and `RetryPolicy.min_read_s`."""
+        return self.connect_timeout_s + min(self.retry.min_read_s, self.read_timeout_s)
+
     def call(self, operation: str, payment_id: str, key: str, fn: Callable[[Any], T]) -> T:
         """Run one PSP request through the circuit breaker, the rate limiter and retries.
 
         ``fn`` receives the request options (the idempotency key, when ``key`` is set).
+        All of it ends within ``RetryPolicy.deadline_s``: each attempt's read
+        timeout is cut to the time left, and an attempt or a pause (however
+        long the PSP's ``Retry-After``) that could not end in time is not
+        started. Stopped by the deadline, the call fails as the last attempt
+        left it: `PSPOutcomeUnknown` if a request may have been processed,
+        else `PSPUnavailable`.
         """
         options = {"idempotency_key": key} if key else {}
+        deadline = self.clock() + self.retry.deadline_s
+        out_of_time = f"; stopped by the {self.retry.deadline_s:g} s deadline"
         maybe_processed = False
         last = "no attempt made"
+        made = 0
         for attempt in range(1, self.retry.max_attempts + 1):
+            if self._read_budget(deadline) is None:
+                last += out_of_time
+                break
             try:
                 self.breaker.before_call()
             except CircuitOpen as exc:
@@ -355,11 +504,22 @@ class PSPClient:
                     raise PSPOutcomeUnknown(operation, payment_id, key, last) from exc
                 raise PSPUnavailable(str(exc), operation=operation) from exc
             if self.limiter is not None:
-                self.limiter.acquire()
+                patience = deadline - self.clock() - self._least_attempt_s()
+                try:
+                    self.limiter.acquire(timeout_s=max(0.0, patience))
+                except RateLimited:
+                    last += "; our rate limiter had no token before the deadline"
+                    break
+            read_s = self._read_budget(deadline)
+            if read_s is None:
+                last += out_of_time
+                break
             self.attempts += 1
+            made += 1
             retry_after: float | None = None
             try:
-                result = fn(options)
+                with self.http.read_timeout_at_most(read_s):
+                    result = fn(options)
             except stripe.CardError as exc:
                 self.breaker.record_success()  # the PSP is healthy; the card is not
                 intent = exc.error.payment_intent if exc.error else None
@@ -397,11 +557,15 @@ class PSPClient:
                 return result
             if not self.retry.should_retry(status) or attempt == self.retry.max_attempts:
                 break
-            self.sleep(self.retry.backoff(attempt, retry_after))
+            pause = self.retry.backoff(attempt, retry_after)
+            if self.clock() + pause + self._least_attempt_s() > deadline:
+                last += out_of_time  # a pause with no time for an attempt after it is waste
+                break
+            self.sleep(pause)
         if maybe_processed:
             raise PSPOutcomeUnknown(operation, payment_id, key, last)
         raise PSPUnavailable(
-            f"{operation} for {payment_id} failed after {attempt} attempt(s) ({last}); "
+            f"{operation} for {payment_id} failed after {made} attempt(s) ({last}); "
             "nothing was charged, so retrying later is safe",
             operation=operation,
         )

@@ -85,6 +85,12 @@ class PaymentMetrics:
             "Requests answered from the idempotency store",
             registry=self.registry,
         )
+        self.stale_completions = Counter(
+            "idempotency_stale_completions",
+            "Responses the idempotency store refused because the request's lock had expired "
+            "and another request had taken the key over (the lock TTL is too short)",
+            registry=self.registry,
+        )
         self.webhooks = Counter(
             "webhooks", "Webhook deliveries by outcome", ["outcome"], registry=self.registry
         )
