@@ -182,9 +182,11 @@ def test_balance_is_scoped_by_api_key_and_read_from_the_books(api: ApiUnderTest)
     theirs = api.get("/v1/balance", api_key=api.key_b).json()
     assert mine["object"] == "balance"
     total = sum(b["amount"] for b in mine["available"] + mine["pending"])
-    assert total == 10_000 - 3000 - payment["fee"] == api.get(
-        f"/v1/payments/{payment['id']}"
-    ).json()["net"]
+    assert (
+        total
+        == 10_000 - 3000 - payment["fee"]
+        == api.get(f"/v1/payments/{payment['id']}").json()["net"]
+    )
     assert theirs["available"] == [] and theirs["pending"] == []
 
 

@@ -385,19 +385,25 @@ def test_postgres_refuses_an_unbalanced_journal_at_commit(pg_engine: Engine) -> 
             "INSERT INTO ledger_accounts (code, currency, kind, merchant_id) "
             "VALUES ('bank', 'USD', 'asset', '')"
         ))  # fmt: skip
-    with pytest.raises(sa.exc.DatabaseError, match="does not balance"), pg_engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO ledger_journals (id, kind, description, created_at) "
-            "VALUES ('j1', 'posted', 'raw', now())"
-        ))  # fmt: skip
-        for direction, amount in (("debit", 100), ("credit", 99)):
-            conn.execute(
-                sa.text(
-                    "INSERT INTO ledger_entries (journal_id, account_id, direction, "
-                    "amount_minor, currency) SELECT 'j1', id, :d, :a, 'USD' FROM ledger_accounts"
-                ),
-                {"d": direction, "a": amount},
-            )
+
+    def post_unbalanced_journal() -> None:
+        with pg_engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO ledger_journals (id, kind, description, created_at) "
+                "VALUES ('j1', 'posted', 'raw', now())"
+            ))  # fmt: skip
+            for direction, amount in (("debit", 100), ("credit", 99)):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO ledger_entries (journal_id, account_id, direction, "
+                        "amount_minor, currency) SELECT 'j1', id, :d, :a, 'USD' "
+                        "FROM ledger_accounts"
+                    ),
+                    {"d": direction, "a": amount},
+                )
+
+    with pytest.raises(sa.exc.DatabaseError, match="does not balance"):
+        post_unbalanced_journal()  # refused at COMMIT, by the deferred constraint trigger
 
 
 # -- finding 11: payments are found by their PSP intent through an index --------------------
@@ -413,4 +419,3 @@ def test_a_webhook_finds_its_payment_through_the_psp_intent_index(pg_engine: Eng
             ).scalars()
         )
     assert "ix_payments_psp_intent_id" in plan
-
