@@ -54,6 +54,7 @@ from payment_systems.core.idempotency import (
 )
 from payment_systems.core.payments import CreatePayment
 from payment_systems.currencies import minor_units
+from payment_systems.database.ledger_store import MerchantBalance, merchant_balances
 from payment_systems.errors import PaymentSystemsError
 from payment_systems.fraud.velocity import FraudBlocked
 from payment_systems.money import Money
@@ -261,6 +262,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
             parsed.metadata,
             client_ip=request.client.host if request.client else None,
             risk_score=parsed.risk_score,
+            fingerprint=fingerprint(request.method, request.url.path, body),
         )
         key = request.headers.get("idempotency-key") or ""
 
@@ -294,6 +296,35 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
             return 200, payment_view(rt().service.capture(merchant_id, payment_id, amount))
 
         return await run_in_threadpool(idempotent, request, merchant_id, body, handler)
+
+    @app.post("/v1/payments/{payment_id}/cancel")
+    async def cancel_payment(payment_id: str, request: Request) -> Response:
+        """Void an authorization that was not captured; idempotent like every POST."""
+        body = await read_body(request)
+        merchant_id = await run_in_threadpool(merchant, request)
+
+        def handler() -> tuple[int, dict[str, Any]]:
+            return 200, payment_view(rt().service.cancel(merchant_id, payment_id))
+
+        return await run_in_threadpool(idempotent, request, merchant_id, body, handler)
+
+    @app.get("/v1/balance")
+    async def balance(request: Request) -> Response:
+        """This merchant's balance, from the ledger's journal entries (Stripe's shape)."""
+        merchant_id = await run_in_threadpool(merchant, request)
+
+        def read() -> list[MerchantBalance]:
+            with rt().sessions() as session:
+                return merchant_balances(session, int(time.time()), merchant_id)
+
+        rows = await run_in_threadpool(read)
+        payload = {
+            "object": "balance",
+            "livemode": False,
+            "available": [{"amount": b.available, "currency": b.currency.lower()} for b in rows],
+            "pending": [{"amount": b.pending, "currency": b.currency.lower()} for b in rows],
+        }
+        return Response(encode(payload), media_type="application/json")
 
     @app.post("/v1/refunds")
     async def refund(request: Request) -> Response:
