@@ -33,6 +33,9 @@ class Settings:
     db_lock_timeout_s: float = 5.0  # DB_LOCK_TIMEOUT_S: PostgreSQL lock_timeout (0: wait forever)
     psp_read_timeout_s: float = 10.0  # PSP_READ_TIMEOUT_S: then the outcome is unknown
     psp_breaker_reset_s: float = 15.0  # PSP_BREAKER_RESET_S: open this long, then probe
+    # PSP_RATE_LIMIT: requests/s to the PSP for the whole fleet, one Redis token bucket
+    # (Stripe allows about 100/s live, 25/s in test mode); 0 = no client-side limit
+    psp_rate_limit: float = 100.0
     worker_max_rss_growth_mb: float = 0.0  # WORKER_MAX_RSS_GROWTH_MB: recycle above (0: off)
     chaos_leak_file: str | None = None  # CHAOS_LEAK_FILE: chaos only, see chaos/leak.py
 
@@ -62,12 +65,21 @@ class Settings:
             db_lock_timeout_s=float(env.get("DB_LOCK_TIMEOUT_S") or 5.0),
             psp_read_timeout_s=float(env.get("PSP_READ_TIMEOUT_S") or 10.0),
             psp_breaker_reset_s=float(env.get("PSP_BREAKER_RESET_S") or 15.0),
+            psp_rate_limit=_non_negative("PSP_RATE_LIMIT", env.get("PSP_RATE_LIMIT"), 100.0),
             worker_max_rss_growth_mb=float(env.get("WORKER_MAX_RSS_GROWTH_MB") or 0.0),
             chaos_leak_file=env.get("CHAOS_LEAK_FILE") or None,
             webhook_secrets=tuple(
                 s.strip() for s in (env.get("PSP_WEBHOOK_SECRETS") or "").split(",") if s.strip()
             ),
         )
+
+
+def _non_negative(name: str, value: str | None, default: float) -> float:
+    """A number >= 0 (``0`` usually meaning off); unset or empty gives ``default``."""
+    number = float(value) if value else default
+    if number < 0:
+        raise ValueError(f"{name} must be >= 0 (0 turns it off), not {value!r}")
+    return number
 
 
 def _fallback(value: str | None) -> str | None:

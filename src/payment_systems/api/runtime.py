@@ -43,6 +43,7 @@ from payment_systems.patterns.circuit_breaker import (
     RedisBreakerStore,
 )
 from payment_systems.patterns.outbox import OutboxRelay
+from payment_systems.patterns.rate_limit import TokenBucket
 
 MAX_BODY_BYTES = 16 * 1024
 # Stripe's events are a few KiB (a dispute with its charge, ~10 KiB); 256 KiB is room to
@@ -91,6 +92,23 @@ class Runtime:
         return merchant.id
 
 
+def psp_rate_limiter(client: redis.Redis, rate: float) -> TokenBucket | None:
+    """The fleet's one budget at the PSP (``PSP_RATE_LIMIT`` requests/s), or None if 0.
+
+    Every worker of every instance that shares the Redis shares the bucket, so
+    sixteen workers together stay under the PSP's limit instead of each using
+    all of it and being answered with 429s. A tenth of a second's budget is the
+    burst; each worker leases up to half of that per Redis round trip, because
+    a round trip per PSP call would blow the payment path's budget of two. While
+    Redis is unreachable each worker limits itself instead of failing payments
+    (see `payment_systems.patterns.rate_limit`).
+    """
+    if rate <= 0:
+        return None
+    capacity = max(1.0, rate / 10)
+    return TokenBucket(client, "psp", rate=rate, capacity=capacity, lease=max(1.0, capacity / 2))
+
+
 def build_runtime(
     settings: Settings | None = None,
     *,
@@ -127,7 +145,11 @@ def build_runtime(
         shared = LocalWhenUnreachable(RedisBreakerStore(client))
         config = BreakerConfig(reset_timeout_s=settings.psp_breaker_reset_s)
         breaker = CircuitBreaker("psp", config, store=CachedBreakerStore(shared))
-        psp = PSPClient.from_env(breaker=breaker, read_timeout_s=settings.psp_read_timeout_s)
+        psp = PSPClient.from_env(
+            breaker=breaker,
+            limiter=psp_rate_limiter(client, settings.psp_rate_limit),
+            read_timeout_s=settings.psp_read_timeout_s,
+        )
     crash = _crash_at(settings.crash_at) if settings.crash_at else None
     fraud = VelocityRules(client) if settings.fraud_rules else None
     three_ds = ThreeDSPolicy(settings.three_ds_threshold)
