@@ -17,6 +17,7 @@ import bench_render
 
 MARKER = re.compile(r"^<!-- bench: ([a-z0-9_]+) -->$", re.MULTILINE)
 EXPLAIN = re.compile(r"^<!-- explain: idempotency_lookup -->$", re.MULTILINE)
+EXPLAIN_WEBHOOK = re.compile(r"^<!-- explain: webhook_lookups -->$", re.MULTILINE)
 
 
 def _explain_block() -> str:
@@ -31,6 +32,21 @@ def _explain_block() -> str:
         plan = explain_idempotency_lookup(engine)
         engine.dispose()
     return "```text\n" + f"EXPLAIN {LOOKUP};\n" + "\n".join(plan) + "\n```"
+
+
+def _explain_webhook_block() -> str:
+    """EXPLAIN the webhook's lookups (payment by intent, its refunds) on a real PostgreSQL."""
+    from payment_systems.database.explain import explain_webhook_lookups
+    from payment_systems.database.migrate import upgrade
+    from payment_systems.infra import EmbeddedPostgres, create_engine
+
+    with EmbeddedPostgres() as server:
+        engine = create_engine(server.create_database("explain_webhooks"))
+        upgrade(engine)
+        plans = explain_webhook_lookups(engine)
+        engine.dispose()
+    text = "\n\n".join(f"EXPLAIN {query};\n" + "\n".join(plan) for query, plan in plans.items())
+    return "```text\n" + text + "\n```"
 
 
 IMPACT = re.compile(r"^<!-- impact: cases -->$", re.MULTILINE)
@@ -55,6 +71,8 @@ def on_page_markdown(markdown: str, **_: Any) -> str:
         markdown = IMPACT.sub(lambda _m: _impact_table(), markdown)
     if EXPLAIN.search(markdown):
         markdown = EXPLAIN.sub(lambda _m: _explain_block(), markdown)
+    if EXPLAIN_WEBHOOK.search(markdown):
+        markdown = EXPLAIN_WEBHOOK.sub(lambda _m: _explain_webhook_block(), markdown)
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)

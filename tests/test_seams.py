@@ -410,12 +410,10 @@ def test_postgres_refuses_an_unbalanced_journal_at_commit(pg_engine: Engine) -> 
 
 
 def test_a_webhook_finds_its_payment_through_the_psp_intent_index(pg_engine: Engine) -> None:
+    from payment_systems.database.explain import explain_webhook_lookups
+
     upgrade(pg_engine)
-    with pg_engine.begin() as conn:
-        conn.execute(sa.text("SET LOCAL enable_seqscan = off"))  # a tiny table: force the plan
-        plan = "\n".join(
-            conn.execute(
-                sa.text("EXPLAIN SELECT * FROM payments WHERE psp_intent_id = 'pi_1'")
-            ).scalars()
-        )
-    assert "ix_payments_psp_intent_id" in plan
+    plans = explain_webhook_lookups(pg_engine, rows=5_000)
+    by_intent, refunds = ("\n".join(plan) for plan in plans.values())
+    assert "Index Scan using ix_payments_psp_intent_id" in by_intent
+    assert "ix_refunds_payment_id" in refunds
