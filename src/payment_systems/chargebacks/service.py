@@ -217,12 +217,17 @@ class DisputeService:
 
     def recommend(self, dispute_id: str) -> tuple[Evidence, FightDecision]:
         """The evidence we would send and the expected value of sending it."""
-        with unit_of_work(self.sessions) as session:
-            record = session.get(DisputeRecord, dispute_id)
-            if record is None:
+        # The PSP is read before the transaction opens: a slow PSP must never hold a
+        # pooled connection (and, on PostgreSQL, its snapshot) for the length of its call.
+        with self.sessions() as session:
+            found = session.get(DisputeRecord, dispute_id)
+            if found is None:
                 raise UnknownDispute(f"no dispute {dispute_id}; has its webhook arrived?")
+            intent_id = session.get_one(Payment, found.payment_id).psp_intent_id
+        intent = self.gateway.psp.retrieve_expanded(str(intent_id))
+        with unit_of_work(self.sessions) as session:
+            record = session.get_one(DisputeRecord, dispute_id)
             payment = session.get_one(Payment, record.payment_id)
-            intent = self.gateway.psp.retrieve_expanded(str(payment.psp_intent_id))
             charge = intent.get("latest_charge") or {}
             evidence = assemble(record.reason, records_for(session, payment, charge, self.policies))
             won, lost = self._history(session, record, evidence.strength)
