@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from payment_systems.api.app import create_app
+from payment_systems.api.psp_webhooks import WEBHOOK_PATH, register_webhook_endpoint
 from payment_systems.api.runtime import Runtime, build_runtime
 from payment_systems.config import Settings
 from payment_systems.core.merchants import create_merchant
@@ -64,10 +65,10 @@ def local_stack(
             redis_client=redis_server.client(),
         )
         server = BackgroundServer(create_app(runtime))  # binds its port now: we know the URL
-        endpoint = runtime.service.psp.stripe.v1.webhook_endpoints.create(
-            params={"url": f"{server.url}/v1/webhooks/psp", "enabled_events": ["*"]}
+        _endpoint, secret = register_webhook_endpoint(
+            runtime.service.psp, f"{server.url}{WEBHOOK_PATH}"
         )
-        runtime.webhooks.secrets = [str(endpoint.secret)]
+        runtime.webhooks.secrets = [secret]
         with server:
             yield LocalStack(server.url, api_key, merchant.id, sandbox.url, psp_key, runtime)
         engine.dispose()

@@ -84,7 +84,9 @@ def serve_command(
 
     Reads DATABASE_URL, REDIS_URL, PSP_API_BASE and PSP_API_KEY. With none set it
     runs on embedded defaults: a SQLite file, an embedded Redis, and the PSP sandbox
-    started on 127.0.0.1:12111 if nothing answers there.
+    started on 127.0.0.1:12111 if nothing answers there. A sandbox it starts is told
+    to send its webhooks here, signed with a secret the workers get, unless
+    PSP_WEBHOOK_SECRETS is set.
     """
     from payment_systems.api.serve import serve
 

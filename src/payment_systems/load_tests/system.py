@@ -19,8 +19,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
+from payment_systems.api.psp_webhooks import register_webhook_endpoint, webhook_url
 from payment_systems.chaos.proxy import FaultProxy
 from payment_systems.core.merchants import create_merchant
 from payment_systems.database.migrate import upgrade
@@ -28,6 +27,7 @@ from payment_systems.database.session import session_factory, unit_of_work
 from payment_systems.infra import EmbeddedRedis, create_engine
 from payment_systems.infra.processes import stop, wait_until_healthy
 from payment_systems.integrations.psp_sandbox.server import free_port, run_sandbox_process
+from payment_systems.integrations.stripe_client import PSPClient
 
 
 @dataclass(frozen=True)
@@ -87,18 +87,16 @@ def running_system(
             _merchant, api_key = create_merchant(session, "Load Test Shop")
         engine.dispose()
         port, psp_key = free_port(), "sk_test_" + secrets.token_hex(12)
-        endpoint = httpx.post(  # the PSP's webhooks come back to the API, as in production
-            f"{psp_url}/v1/webhook_endpoints",
-            data={"url": f"http://127.0.0.1:{port}/v1/webhooks/psp", "enabled_events[]": "*"},
-            auth=(psp_key, ""),
+        # the PSP's webhooks come back to the API, as in production
+        _endpoint, webhook_secret = register_webhook_endpoint(
+            PSPClient(psp_key, psp_url), webhook_url("127.0.0.1", port)
         )
-        endpoint.raise_for_status()
         to_psp = stack.enter_context(FaultProxy(psp_url.split("//", 1)[1])) if psp_proxy else None
         to_redis = (
             stack.enter_context(FaultProxy(redis_server.socket_path)) if redis_proxy else None
         )
         settings = {
-            "PSP_WEBHOOK_SECRETS": str(endpoint.json()["secret"]),
+            "PSP_WEBHOOK_SECRETS": webhook_secret,
             "DATABASE_URL": database_url,
             "REDIS_URL": f"redis://{to_redis.address}/0" if to_redis else redis_server.url,
             "PSP_API_BASE": f"http://{to_psp.address}" if to_psp else psp_url,
