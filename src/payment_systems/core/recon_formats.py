@@ -302,8 +302,6 @@ def _rows(path: Path, columns: list[str], key: str) -> Iterator[list[str]]:
         width = len(header)
         previous = ""
         currency: str | None = None  # the checks below are looked up on the first row
-        valid: Callable[[str], object] = str.isspace
-        valid_row = valid
         identity = order == list(range(len(columns)))
         for raw in reader:
             if len(raw) != width:
