@@ -2,6 +2,7 @@
 
 ::
 
+    processing ──screened (fraud rules; status unchanged)──▶ processing
     processing ──action required (3DS)──▶ requires_action ──(customer authenticates)──▶ …
     processing ──authorized (manual)──▶ requires_capture ──captured──▶ succeeded
         │   └──────captured (automatic)─────────────────────────────▶ succeeded
@@ -12,6 +13,13 @@
 The stored ``payments`` row is a projection of these events, written in the
 same transaction; `fold` recomputes it from the events alone, which is how
 the tests prove the two never disagree, and how an auditor replays history.
+
+``PaymentScreened`` is the one event that moves no status: it records that
+the fraud rules ran and what they decided (``decision``, ``rule``, ``value``,
+``three_d_secure``), so "was this payment screened?" is a fact in the audit
+trail, not an assumption about which code path a request happened to take.
+The payment service screens until that event exists, and the 3DS choice it
+holds is the one every later call to the PSP for this payment repeats.
 """
 
 from __future__ import annotations
@@ -30,11 +38,12 @@ CANCELED = "PaymentCanceled"
 REFUNDED = "PaymentRefunded"
 UNKNOWN = "PaymentOutcomeUnknown"
 ACTION_REQUIRED = "PaymentActionRequired"
+SCREENED = "PaymentScreened"  # the fraud rules ran: a record, not a status change
 
 # status -> events allowed from it
 TRANSITIONS: dict[str, set[str]] = {
     "new": {CREATED},
-    "processing": {AUTHORIZED, CAPTURED, FAILED, UNKNOWN, ACTION_REQUIRED},
+    "processing": {SCREENED, AUTHORIZED, CAPTURED, FAILED, UNKNOWN, ACTION_REQUIRED},
     "unknown": {AUTHORIZED, CAPTURED, FAILED, UNKNOWN, ACTION_REQUIRED},
     "requires_action": {AUTHORIZED, CAPTURED, FAILED, CANCELED, UNKNOWN},
     "requires_capture": {CAPTURED, CANCELED, UNKNOWN},
@@ -110,6 +119,8 @@ def apply(state: PaymentState, event_type: str, data: Mapping[str, Any]) -> Paym
         return replace(state, status="unknown", version=version)
     if event_type == ACTION_REQUIRED:
         return replace(state, status="requires_action", psp_intent_id=intent, version=version)
+    if event_type == SCREENED:  # history, not state: only the version moves
+        return replace(state, version=version)
     # REFUNDED: once per PSP refund, never past what was captured
     psp_refund = data.get("psp_refund_id")
     if psp_refund and psp_refund in state.refund_ids:

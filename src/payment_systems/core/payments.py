@@ -139,6 +139,22 @@ def booked_refund_ids(session: Session, payment_id: str) -> frozenset[str]:
     return frozenset(str(r) for r in rows)
 
 
+def three_d_secure_of(events: list[tuple[str, dict[str, Any]]]) -> bool:
+    """Whether the payment's PSP calls ask for 3DS: the screening's choice, else the creation's.
+
+    ``PaymentCreated`` records the risk-score policy's choice, and
+    ``PaymentScreened`` (later) records the final one, which also asks for 3DS
+    on a fraud ``review``. A re-drive must send the PSP exactly what the
+    first attempt sent. A PSP refuses a key reused with other parameters, and
+    dropping 3DS would quietly undo the review's step-up.
+    """
+    chosen = False
+    for kind, data in events:
+        if kind in (ps.CREATED, ps.SCREENED):
+            chosen = bool(data.get("three_d_secure", chosen))
+    return chosen
+
+
 def new_payment_id() -> str:
     return "pay_" + secrets.token_hex(12)
 
@@ -190,8 +206,7 @@ class PaymentService:
         self.crash_point("payment_created")
         if payment.status not in ("processing",):
             return payment
-        if fresh and self.fraud is not None:
-            self._screen(payment, command)
+        three_d_secure = self._screen(payment, command, challenge, fresh=fresh)
         try:
             intent = self.psp.authorize(
                 merchant_id=merchant_id,
@@ -200,7 +215,7 @@ class PaymentService:
                 payment_method=command.payment_method,
                 capture=command.capture_method == "automatic",
                 metadata=dict(command.metadata),
-                three_d_secure=challenge,
+                three_d_secure=three_d_secure,
             )
         except PSPDeclined as exc:
             if self.fraud is not None:
@@ -336,7 +351,7 @@ class PaymentService:
         if intent is None:  # the PSP never saw it: re-drive with the same PSP key, safely
             # ...and with the same parameters: the first attempt may still be on its way
             # (held in a partition), and a PSP refuses a key reused with other parameters.
-            created = next(data for kind, data in self.events(payment_id) if kind == ps.CREATED)
+            three_d_secure = three_d_secure_of(self.events(payment_id))
             intent = self.psp.authorize(
                 merchant_id=merchant_id,
                 payment_id=payment_id,
@@ -344,7 +359,7 @@ class PaymentService:
                 payment_method=payment.payment_method,
                 capture=payment.capture_method == "automatic",
                 metadata=dict(payment.metadata_ or {}),
-                three_d_secure=bool(created.get("three_d_secure", False)),
+                three_d_secure=three_d_secure,
             )
         return self._record(payment_id, self._events_from_intent(intent), intent)
 
@@ -468,9 +483,43 @@ class PaymentService:
 
     # -- steps ----------------------------------------------------------------------
 
-    def _screen(self, payment: Payment, command: CreatePayment) -> None:
-        """Velocity rules: a block fails the payment (recorded as an event) and raises."""
-        assert self.fraud is not None
+    def _screen(
+        self, payment: Payment, command: CreatePayment, challenge: bool, *, fresh: bool
+    ) -> bool:
+        """Run the fraud rules once per payment, durably; returns the 3DS choice for the PSP.
+
+        Screening is recorded as a ``PaymentScreened`` event, and a payment is
+        screened until that event exists. Whether the row is new does not
+        decide it: a first attempt that died after its row committed (the
+        ``payment_created`` crash point) must not send its retry to the PSP
+        unscreened. The event is committed *before* the PSP call, in its own
+        transaction, because it carries the 3DS choice: once the PSP has seen
+        the payment's key, every later call (a retry, a janitor's re-drive)
+        must send the same parameters, and a second screening could decide
+        differently.
+
+        Outcomes:
+
+        * ``allow``: the PSP is asked as the merchant asked (3DS only if the
+          `ThreeDSPolicy` challenges the merchant's risk score).
+        * ``review``: 3DS is requested. The issuer's challenge is a step-up
+          that needs no analyst and keeps the customer at checkout; the
+          payment ends ``requires_action`` until the cardholder authenticates.
+        * ``block``: ``PaymentScreened`` and ``PaymentFailed`` are written in
+          one transaction, and `FraudBlocked` (402) is raised. The PSP is never
+          called.
+
+        If the rules cannot run (Redis unreachable), `FraudScreeningUnavailable`
+        (503) propagates: nothing is written, the payment stays ``processing``,
+        and the client's retry with the same key screens it. With the rules
+        switched off (``FRAUD_RULES=off``), nothing is recorded and the
+        policy's choice stands.
+        """
+        recorded = None if fresh else self._screening(payment.id)
+        if recorded is not None:  # screened by an earlier attempt: repeat its choice
+            return bool(recorded.get("three_d_secure", challenge))
+        if self.fraud is None:
+            return challenge
         verdict = self.fraud.check(
             Attempt(
                 merchant_id=payment.merchant_id,
@@ -480,10 +529,35 @@ class PaymentService:
                 customer_id=command.metadata.get("customer_id"),
             )
         )
-        if verdict.decision is Decision.BLOCK:
-            data = {"code": "fraud_blocked", "rule": verdict.rule, "value": verdict.value}
-            self._record(payment.id, [(ps.FAILED, data)])
+        blocked = verdict.decision is Decision.BLOCK
+        three_d_secure = not blocked and (challenge or verdict.decision is Decision.REVIEW)
+        screened = {
+            "decision": verdict.decision.value,
+            "rule": verdict.rule,
+            "value": verdict.value,
+            "three_d_secure": three_d_secure,
+            "values": dict(verdict.values or {}),
+        }
+        if blocked:
+            failed = {"code": "fraud_blocked", "rule": verdict.rule, "value": verdict.value}
+            self._record(payment.id, [(ps.SCREENED, screened), (ps.FAILED, failed)])
             raise FraudBlocked(verdict)
+        self._record(payment.id, [(ps.SCREENED, screened)])
+        return three_d_secure
+
+    def _screening(self, payment_id: str) -> dict[str, Any] | None:
+        """The ``PaymentScreened`` event's data, if the payment was screened.
+
+        One lookup on the ``(payment_id, version)`` index, made only on a
+        retry: a payment whose row this request created cannot have one yet.
+        """
+        with self.sessions() as session:
+            data = session.scalar(
+                sa.select(PaymentEvent.data)
+                .where(PaymentEvent.payment_id == payment_id, PaymentEvent.type == ps.SCREENED)
+                .limit(1)
+            )
+        return None if data is None else dict(data)
 
     def _get_or_create(
         self, merchant_id: str, key: str, command: CreatePayment, three_d_secure: bool

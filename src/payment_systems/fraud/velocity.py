@@ -7,9 +7,9 @@ window per key, in Redis sorted sets (score = time):
 
 | rule | key | window | measures |
 |---|---|---|---|
-| ``card_attempts`` | card fingerprint | 10 min | attempts |
-| ``cards_per_ip`` | client IP | 1 h | distinct cards |
-| ``customer_amount`` | customer id | 24 h | amount, minor units |
+| ``card_attempts`` | card fingerprint (global) | 10 min | attempts |
+| ``cards_per_ip`` | client IP (global) | 1 h | distinct cards |
+| ``customer_amount`` | merchant + customer id | 24 h | amount, minor units |
 | ``merchant_declines`` | merchant | 1 min | declines |
 
 Each check is one Lua script: drop entries older than the window, add this
@@ -18,6 +18,26 @@ requests can neither lose an increment nor both slip under the limit.
 A fixed window (``INCR`` per minute) would let a burst straddling the
 minute boundary through at twice the limit; a sliding window does not.
 
+**Whose key is it?** A key a merchant *names* is scoped by the merchant: the
+``customer_id`` in the request metadata is the merchant's own label, so
+merchant A's ``cus_1`` and merchant B's ``cus_1`` are different people.
+Without the merchant in the key, A could spend B's customer into a block (or
+hide its own customer's spending behind B's). A card fingerprint and a client
+IP are different: they are facts about the world that we observe, and the
+same card or IP at two merchants *is* the same card or IP. A card-testing
+run spreads its list across many merchants precisely so that no single
+merchant sees much of it; global windows see all of it, while per-merchant
+windows would give the attacker the limit once per merchant.
+
+**Fail closed.** If the rules cannot run (Redis refuses the connection or
+does not answer in time), `VelocityRules.check` raises
+`FraudScreeningUnavailable` (a 503) instead of answering "allow". A payment
+the rules never saw must not reach the PSP. Without this, a dead Redis under
+``IDEMPOTENCY_FALLBACK=sql`` would switch screening off silently while
+payments kept flowing. Counting a *decline* (`VelocityRules.record_decline`)
+is the exception: it happens after the PSP has answered, and failing there
+would leave a real decline unrecorded, so it is best effort.
+
 In production: Stripe Radar, Sift, or your PSP's risk engine; velocity
 rules are still the first layer most of them run.
 """
@@ -25,6 +45,7 @@ rules are still the first layer most of them run.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -34,6 +55,12 @@ from enum import StrEnum
 import redis
 
 from payment_systems.errors import PaymentSystemsError
+
+log = logging.getLogger(__name__)
+
+# What "Redis cannot answer" looks like: a refused or dropped connection, or no
+# reply in time. Anything else (a script error, a wrong type) is a bug, not an outage.
+UNREACHABLE: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
 
 _LUA = """
 local now, window, member, mode = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
@@ -52,6 +79,18 @@ return redis.call('ZCARD', KEYS[1])
 
 
 class Decision(StrEnum):
+    """What the rules say. The payment service gives each decision a defined outcome.
+
+    * ``ALLOW``: the payment goes to the PSP as asked.
+    * ``REVIEW``: the payment goes to the PSP *with 3DS requested*. The issuer
+      challenges the cardholder: a step-up that needs no analyst and no
+      queue, and that moves the fraud liability to the issuer if it
+      succeeds. A manual review queue would keep the customer waiting at
+      checkout for minutes.
+    * ``BLOCK``: the payment fails with ``fraud_blocked`` (402) and never
+      reaches the PSP.
+    """
+
     ALLOW = "allow"
     REVIEW = "review"
     BLOCK = "block"
@@ -103,9 +142,42 @@ class FraudBlocked(PaymentSystemsError):
         self.verdict = verdict
 
 
+class FraudScreeningUnavailable(PaymentSystemsError):
+    """The velocity rules could not run, so the payment was stopped before the PSP (503).
+
+    This fails closed. The alternative, going ahead unscreened, is exactly the
+    hole card testers look for: take Redis down, or wait for it to fall over,
+    and the rules are off. Nothing was charged. The payment stays
+    ``processing``, and the client's retry with the same ``Idempotency-Key``
+    screens it and carries on. The API adds ``Retry-After`` to every 503.
+    """
+
+    code = "fraud_screening_unavailable"
+    http_status = 503
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(
+            "fraud screening is unavailable right now, so the payment was not sent for "
+            "authorization and nothing was charged; retry after the Retry-After delay with "
+            "the same Idempotency-Key",
+            cause=type(cause).__name__,
+        )
+
+
 def card_fingerprint(payment_method: str) -> str:
     """A stable, non-reversible id for a card: the rules count cards, never store them."""
     return hashlib.sha256(payment_method.encode()).hexdigest()[:16]
+
+
+def customer_key(merchant_id: str, customer_id: str) -> str:
+    """The window key for one merchant's customer. ``customer_id`` is the merchant's label.
+
+    Two merchants may both call someone ``cus_1``, but they are not the same
+    person, so one merchant's payments must never count against (or block)
+    the other's customer. Merchant ids are ours and contain no ``:``, so no
+    choice of ``customer_id`` can reach into another merchant's keys.
+    """
+    return f"{merchant_id}:{customer_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +216,11 @@ class VelocityRules:
         return int(self._script([redis_key], [now, window_ms, member, rule.mode]))
 
     def check(self, attempt: Attempt) -> Verdict:
-        """Record the attempt in every window and decide allow / review / block."""
+        """Record the attempt in every window and decide allow / review / block.
+
+        Raises `FraudScreeningUnavailable` when Redis cannot be reached. The
+        rules never make up a verdict.
+        """
         return self._evaluate(attempt, record=True)
 
     def peek(self, attempt: Attempt) -> Verdict:
@@ -158,25 +234,41 @@ class VelocityRules:
         now = self.clock_ms()
         unique = uuid.uuid4().hex if record else ""
         values: dict[str, int] = {}
-        for rule in self.rules.values():
-            if rule.name == "card_attempts":
-                values[rule.name] = self._measure(rule, attempt.card_fingerprint, unique, now)
-            elif rule.name == "cards_per_ip" and attempt.ip:
-                member = attempt.card_fingerprint if record else ""
-                values[rule.name] = self._measure(rule, attempt.ip, member, now)
-            elif rule.name == "customer_amount" and attempt.customer_id:
-                member = f"{attempt.amount_minor}:{unique}" if record else ""
-                values[rule.name] = self._measure(rule, attempt.customer_id, member, now)
-            elif rule.name == "merchant_declines":
-                values[rule.name] = self._measure(rule, attempt.merchant_id, "", now)
+        try:
+            for rule in self.rules.values():
+                if rule.name == "card_attempts":  # global: the same card at any merchant
+                    values[rule.name] = self._measure(rule, attempt.card_fingerprint, unique, now)
+                elif rule.name == "cards_per_ip" and attempt.ip:  # global: observed by us
+                    member = attempt.card_fingerprint if record else ""
+                    values[rule.name] = self._measure(rule, attempt.ip, member, now)
+                elif rule.name == "customer_amount" and attempt.customer_id:
+                    member = f"{attempt.amount_minor}:{unique}" if record else ""
+                    key = customer_key(attempt.merchant_id, attempt.customer_id)
+                    values[rule.name] = self._measure(rule, key, member, now)
+                elif rule.name == "merchant_declines":
+                    values[rule.name] = self._measure(rule, attempt.merchant_id, "", now)
+        except UNREACHABLE as exc:
+            raise FraudScreeningUnavailable(exc) from exc
         return self.decide(values)
 
     def record_decline(self, merchant_id: str) -> int:
-        """Count a decline for the merchant's decline-rate rule; returns the window's count."""
+        """Count a decline for the merchant's decline-rate rule; returns the window's count.
+
+        This is best effort. It runs after the PSP has declined, and the decline
+        must be recorded on the payment whether or not Redis is up. A dead
+        Redis costs one missing count (logged; the call returns 0), while
+        raising here would cost the payment its recorded outcome.
+        """
         rule = self.rules.get("merchant_declines")
         if rule is None:
             return 0
-        return self._measure(rule, merchant_id, uuid.uuid4().hex, self.clock_ms())
+        try:
+            return self._measure(rule, merchant_id, uuid.uuid4().hex, self.clock_ms())
+        except UNREACHABLE as exc:
+            log.warning(
+                "decline for merchant %s not counted, Redis unreachable: %s", merchant_id, exc
+            )
+            return 0
 
     def decide(self, values: Mapping[str, int]) -> Verdict:
         """The strictest outcome over all rules (pure: no Redis)."""
