@@ -137,7 +137,14 @@ def test_a_blocked_payment_is_a_402_problem_recorded_as_an_event(api: ApiUnderTe
     ]
     responses = [
         api.post(
-            "/v1/payments", {"amount": 500, "currency": "usd", "payment_method": card}, key=f"k{n}"
+            "/v1/payments",
+            {
+                "amount": 500,
+                "currency": "usd",
+                "payment_method": card,
+                "customer_ip": "203.0.113.9",
+            },
+            key=f"k{n}",
         )
         for n, card in enumerate(cards)
     ]
@@ -147,8 +154,11 @@ def test_a_blocked_payment_is_a_402_problem_recorded_as_an_event(api: ApiUnderTe
     assert blocked.json()["code"] == "fraud_blocked"
     assert blocked.json()["rule"] == "cards_per_ip"
     replay = api.post(
-        "/v1/payments", {"amount": 500, "currency": "usd", "payment_method": cards[-1]}, key="k4"
-    )
+        "/v1/payments",
+        {"amount": 500, "currency": "usd", "payment_method": cards[-1],
+         "customer_ip": "203.0.113.9"},
+        key="k4",
+    )  # fmt: skip
     assert replay.status_code == 402 and replay.headers["Idempotent-Replayed"] == "true"
     with api.runtime.sessions() as session:
         import sqlalchemy as sa
@@ -168,9 +178,9 @@ def test_blocked_attempts_never_reach_the_psp(api: ApiUnderTest) -> None:
         "pm_card_createDispute",
     ]
     for n, card in enumerate(cards):
-        api.post(
-            "/v1/payments", {"amount": 500, "currency": "usd", "payment_method": card}, key=f"k{n}"
-        )
+        body = {"amount": 500, "currency": "usd", "payment_method": card,
+                "customer_ip": "203.0.113.9"}  # fmt: skip
+        api.post("/v1/payments", body, key=f"k{n}")
     intents = httpx.get(
         f"{api.runtime.service.psp.api_base}/v1/payment_intents", auth=(api.psp_key, "")
     ).json()

@@ -260,7 +260,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
             parsed.capture_method,
             parsed.description,
             parsed.metadata,
-            client_ip=request.client.host if request.client else None,
+            client_ip=parsed.customer_ip,  # the shopper's, not our caller's (a server)
             risk_score=parsed.risk_score,
             fingerprint=fingerprint(request.method, request.url.path, body),
         )

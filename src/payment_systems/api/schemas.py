@@ -30,6 +30,12 @@ class CreatePaymentBody(BaseModel):
     capture_method: Literal["automatic", "manual"] = "automatic"
     description: StrictStr | None = Field(default=None, max_length=1000)
     metadata: dict[StrictStr, StrictStr] = Field(default_factory=dict, max_length=50)
+    customer_ip: StrictStr | None = Field(
+        default=None, max_length=45,
+        description="The shopper's IP address, for the velocity rules (like Radar's ip_address). "
+        "Our API is called server to server, so the connection's own address is the "
+        "merchant's server, and counting cards per that address would pool every shopper",
+    )  # fmt: skip
     risk_score: StrictInt | None = Field(
         default=None, ge=0, le=99,
         description="Your fraud model's score, 0-99 (like Stripe Radar's); at or above the 3DS "
