@@ -70,7 +70,7 @@ def test_any_interleaving_keeps_the_ledger_balanced_and_state_equal_to_events(
     with sessions() as session:
         balances = account_balances(session)
     assert sum(balances.values()) == 0
-    captured = refunded = 0
+    captured = refunded = fees = 0
     for payment_id in created.values():
         stored = service.get(merchant.id, payment_id)
         folded = ps.fold(service.events(payment_id))
@@ -79,4 +79,6 @@ def test_any_interleaving_keeps_the_ledger_balanced_and_state_equal_to_events(
         )  # fmt: skip
         captured += stored.amount_captured
         refunded += stored.amount_refunded
-    assert -balances.get(("merchant_payable", "USD"), 0) == captured - refunded
+        fees += stored.fee_minor
+    # the merchant is owed the net: captured - refunded - the PSP fees it pays
+    assert -balances.get(("merchant_payable", "USD"), 0) == captured - refunded - fees
