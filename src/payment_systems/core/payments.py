@@ -347,20 +347,22 @@ class PaymentService:
             return payment
         if payment.psp_intent_id:
             return self._converge(payment_id, self.psp_view(payment.psp_intent_id))
-        intent = self.psp.resolve_unknown(merchant_id=merchant_id, payment_id=payment_id)
-        if intent is None:  # the PSP never saw it: re-drive with the same PSP key, safely
-            # ...and with the same parameters: the first attempt may still be on its way
-            # (held in a partition), and a PSP refuses a key reused with other parameters.
-            three_d_secure = three_d_secure_of(self.events(payment_id))
-            intent = self.psp.authorize(
-                merchant_id=merchant_id,
-                payment_id=payment_id,
-                amount=Money(payment.amount_minor, payment.currency),
-                payment_method=payment.payment_method,
-                capture=payment.capture_method == "automatic",
-                metadata=dict(payment.metadata_ or {}),
-                three_d_secure=three_d_secure,
-            )
+        found = self.psp.resolve_unknown(merchant_id=merchant_id, payment_id=payment_id)
+        if found is not None:  # search results carry no fee: read the whole intent
+            return self._converge(payment_id, self.psp_view(str(found.id)))
+        # The PSP never saw it: re-drive with the same PSP key, safely
+        # ...and with the same parameters: the first attempt may still be on its way
+        # (held in a partition), and a PSP refuses a key reused with other parameters.
+        three_d_secure = three_d_secure_of(self.events(payment_id))
+        intent = self.psp.authorize(
+            merchant_id=merchant_id,
+            payment_id=payment_id,
+            amount=Money(payment.amount_minor, payment.currency),
+            payment_method=payment.payment_method,
+            capture=payment.capture_method == "automatic",
+            metadata=dict(payment.metadata_ or {}),
+            three_d_secure=three_d_secure,
+        )
         return self._record(payment_id, self._events_from_intent(intent), intent)
 
     def settle_stalled(self, merchant_id: str, payment_id: str) -> Payment:
@@ -374,10 +376,10 @@ class PaymentService:
         payment = self.get(merchant_id, payment_id)
         if payment.status != "processing":
             return payment
-        intent = self.psp.resolve_unknown(merchant_id=merchant_id, payment_id=payment_id)
-        if intent is None:
+        found = self.psp.resolve_unknown(merchant_id=merchant_id, payment_id=payment_id)
+        if found is None:
             return payment
-        return self._record(payment_id, self._events_from_intent(intent), intent)
+        return self._converge(payment_id, self.psp_view(str(found.id)))
 
     def resolve_refund(self, refund_id: str) -> Refund:
         """The janitor's step for a refund left ``pending`` or ``unknown``: ask the PSP.
