@@ -16,8 +16,12 @@ mechanism does and does not buy:
   timeout on the dead PSP, the pool fills, and reads and webhooks fail too
   (the network-partition chaos run shows the shape). So, with the breaker,
   a PSP outage costs payment creation only; without it, every endpoint.
-* **The SQL idempotency fallback** takes Redis out of the series: payment
-  creation then needs the database (which it needs anyway) but not Redis.
+* **The SQL idempotency fallback** takes Redis out of the series *for
+  idempotency*: payment creation then needs the database (which it needs
+  anyway) but not Redis. The fraud velocity rules still count in Redis and
+  fail closed (a 503) while it is down, so this figure holds only where
+  screening is off (``FRAUD_RULES=off``, as in the chaos runs) or moved off
+  Redis. A merchant that screens every payment keeps Redis in the series.
 
 Inputs are dependencies with a stated source. The defaults are published
 SLAs where one exists, and labelled assumptions where none does. Change
