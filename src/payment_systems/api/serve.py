@@ -10,6 +10,10 @@ is, and its signing secret goes to the workers (``PSP_WEBHOOK_SECRETS``), so
 a newcomer's system receives and verifies webhooks from the first payment
 instead of refusing every one for want of a secret. A PSP that was already
 running, or secrets already set, are somebody's configuration: left alone.
+
+Workers drain gracefully (`payment_systems.api.graceful`): a worker that is
+recycled or stopped ends its keep-alive connections only in ways a client
+handles, so no request is lost to a recycle.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import httpx
 import uvicorn
 from rich.console import Console
 
+from payment_systems.api.graceful import graceful_options
 from payment_systems.api.psp_webhooks import register_webhook_endpoint, webhook_url
 from payment_systems.config import Settings
 from payment_systems.database.migrate import upgrade
@@ -129,4 +134,5 @@ def serve(
             port=port,
             workers=workers,
             log_level="warning",
+            **graceful_options(),
         )

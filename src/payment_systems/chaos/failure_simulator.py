@@ -90,12 +90,16 @@ def _signal(sample: Sample, base: Sample, rss_limit: int) -> str | None:
     if sample.rss_bytes and base.rss_bytes and sample.rss_bytes - base.rss_bytes > rss_limit:
         grown = (sample.rss_bytes - base.rss_bytes) / 2**20
         return f"process_resident_memory_bytes +{grown:.0f} MB"
+    if not sample.scraped:  # a failed scrape is Prometheus' `up == 0`: worth a look too
+        return f"/metrics unavailable: {sample.metrics}"
     return None
 
 
 def detection(samples: list[Sample], inject_at: float, heal_at: float) -> dict[str, Any]:
     """When, and by which signal, the monitor first saw the fault; what it saw during it."""
-    before = [s for s in samples if s.at < inject_at]
+    # Counters come only from looks whose scrape answered with metrics: a failed
+    # scrape has none, which is "unknown", not "zero".
+    before = [s for s in samples if s.at < inject_at and s.scraped]
     if not before:
         return {"detected_after_s": None, "signal": None, "seen": {}, "error_codes": {}}
     # the baseline: the last look before the fault, with the largest worker RSS seen
@@ -110,7 +114,10 @@ def detection(samples: list[Sample], inject_at: float, heal_at: float) -> dict[s
         for k, v in s.checks.items():
             if v not in ("ok", "ready", "degraded") and v not in seen.setdefault(k, []):
                 seen[k].append(v)
-    codes = samples[-1].errors_since(base)
+        if not s.scraped and s.metrics not in seen.setdefault("metrics", []):
+            seen["metrics"].append(s.metrics)  # e.g. "503 database_busy"
+    last = next((s for s in reversed(samples) if s.scraped), base)
+    codes = last.errors_since(base)
     return {
         "detected_after_s": None if first is None else round(first[0].at - inject_at, 2),
         "signal": None if first is None else first[1],

@@ -5,6 +5,13 @@ the whole chaos run and keeps a timeline. Detection is then a question
 asked of that timeline ("when did anything first look wrong?"), not a
 guess made by the code that injected the fault: the injector knows, the
 monitor has to notice.
+
+A look that finds ``/metrics`` unanswered, or answered with anything but
+Prometheus text (a ``503`` problem document when the database is busy:
+the scrape reads the outbox backlog from it), is itself a sample, with no
+counters and the reason in `Sample.metrics`, as Prometheus records ``up 0``
+for a failed scrape. It is never parsed as metrics: the parser would fail
+on the JSON, and with it the monitor, mid-run (issue 13).
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 WATCHED = ("api_errors_total", "payments_total", "requests_shed_total")
@@ -30,6 +40,12 @@ class Sample:
     rss_bytes: int | None
     counters: dict[str, float]
     workers: tuple[int, ...]
+    metrics: str = "ok"  # or why this look has no counters ("503 database_busy", "no answer: ...")
+
+    @property
+    def scraped(self) -> bool:
+        """True if ``/metrics`` answered with metrics (``counters`` are real, not missing)."""
+        return self.metrics == "ok"
 
     def errors(self) -> float:
         """Error answers so far (by problem code), summed."""
@@ -56,10 +72,14 @@ def worker_pids(supervisor: int) -> tuple[int, ...]:
         return ()
 
 
-def _counters(text: str) -> tuple[dict[str, float], int | None]:
+PROMETHEUS_TYPES = ("text/plain", "application/openmetrics-text")
+
+
+def _counters(text: str, openmetrics: bool = False) -> tuple[dict[str, float], int | None]:
     counters: dict[str, float] = {}
     rss = None
-    for family in text_string_to_metric_families(text):
+    parse = openmetrics_families if openmetrics else text_string_to_metric_families
+    for family in parse(text):
         for s in family.samples:
             if s.name == "process_resident_memory_bytes":
                 rss = int(s.value)
@@ -67,6 +87,35 @@ def _counters(text: str) -> tuple[dict[str, float], int | None]:
                 labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
                 counters[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
     return counters, rss
+
+
+def _unavailable(response: httpx.Response) -> str:
+    """Why an answer from ``/metrics`` is not metrics (``"503 database_busy"``)."""
+    code = ""
+    if "json" in response.headers.get("content-type", ""):
+        try:
+            body = response.json()
+            code = str(body.get("code") or "") if isinstance(body, dict) else ""
+        except ValueError:
+            pass
+    kind = response.headers.get("content-type", "no content-type").split(";")[0]
+    return f"{response.status_code} {code or kind}"
+
+
+def scrape(client: httpx.Client) -> tuple[dict[str, float], int | None, str]:
+    """One ``GET /metrics``: (counters, resident bytes, ``"ok"`` or why there are none)."""
+    try:
+        response = client.get("/metrics")
+    except httpx.HTTPError as exc:
+        return {}, None, f"no answer: {type(exc).__name__}"
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if response.status_code != 200 or kind not in PROMETHEUS_TYPES:
+        return {}, None, _unavailable(response)
+    try:
+        counters, rss = _counters(response.text, openmetrics=kind != "text/plain")
+    except ValueError as exc:  # a truncated or garbled exposition: a failed scrape
+        return {}, None, f"unparseable: {exc}"[:200]
+    return counters, rss, "ok"
 
 
 @dataclass
@@ -85,15 +134,14 @@ class Monitor:
         at = time.time()
         try:
             ready = client.get("/readyz")
-            checks = {k: str(v) for k, v in ready.json().items()}
+            body = ready.json()
+            checks = {k: str(v) for k, v in body.items()} if isinstance(body, dict) else {}
             is_ready = ready.status_code == 200
         except (httpx.HTTPError, ValueError) as exc:
             checks, is_ready = {"api": f"no answer: {type(exc).__name__}"}, False
-        try:
-            counters, rss = _counters(client.get("/metrics").text)
-        except httpx.HTTPError:
-            counters, rss = {}, None
-        return Sample(at, is_ready, checks, rss, counters, worker_pids(self.supervisor_pid))
+        counters, rss, metrics = scrape(client)
+        workers = worker_pids(self.supervisor_pid)
+        return Sample(at, is_ready, checks, rss, counters, workers, metrics)
 
     def start(self) -> Monitor:
         self.started = time.time()

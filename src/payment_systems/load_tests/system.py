@@ -79,7 +79,8 @@ def running_system(
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="payment-systems-") as raw:
         tmp = Path(raw)
         redis_server = stack.enter_context(EmbeddedRedis())
-        psp_url, sandbox_pid = stack.enter_context(run_sandbox_process())
+        clients = stack.enter_context(ExitStack())  # stopped before the API: see below
+        psp_url, sandbox_pid = clients.enter_context(run_sandbox_process())
         database_url = _database(stack, database, tmp)
         engine = create_engine(database_url)
         upgrade(engine)
@@ -120,4 +121,8 @@ def running_system(
                     process.pid, sandbox_pid, redis_server.pid, redis_server, to_psp, to_redis,
                 )  # fmt: skip
             finally:
+                # Clients before servers: the sandbox's webhook sender keeps keep-alive
+                # connections to the API, and a draining worker lets an idle one run out
+                # its keep-alive rather than close it under a request (api/graceful.py).
+                clients.close()
                 stop(process, timeout_s=20)
