@@ -33,7 +33,12 @@ from payment_systems.database.migrate import upgrade
 from payment_systems.database.models import LedgerJournal, Payment, Refund
 from payment_systems.database.session import session_factory, unit_of_work
 from payment_systems.integrations.psp_sandbox import SandboxServer
-from payment_systems.integrations.stripe_client import PSPClient, PSPOutcomeUnknown, RetryPolicy
+from payment_systems.integrations.stripe_client import (
+    PSPClient,
+    PSPOutcomeUnknown,
+    PSPUnavailable,
+    RetryPolicy,
+)
 from payment_systems.integrations.webhook_handler import WebhookHandler
 from payment_systems.money import Money
 from payment_systems.patterns.circuit_breaker import CircuitBreaker
@@ -432,3 +437,82 @@ def test_a_webhook_finds_its_payment_through_the_psp_intent_index(pg_engine: Eng
     by_intent, refunds = ("\n".join(plan) for plan in plans.values())
     assert "Index Scan using ix_payments_psp_intent_id" in by_intent
     assert "ix_refunds_payment_id" in refunds
+
+
+# -- the adversarial review's findings --------------------------------------------------------
+
+
+def test_a_psp_answer_still_processing_is_not_booked_as_a_final_failure(
+    service: PaymentService,
+) -> None:
+    import stripe
+
+    processing = stripe.PaymentIntent.construct_from(
+        {"id": "pi_1", "object": "payment_intent", "status": "processing", "amount": 500,
+         "latest_charge": None, "last_payment_error": None},
+        "sk_test_x",
+    )  # fmt: skip
+    assert service._events_from_intent(processing) == []  # the webhook brings the answer
+
+
+def test_an_unknown_cancel_the_psp_made_settles_as_canceled_and_voids_the_hold(
+    service: PaymentService, impatient: PaymentService, merchant_id: str,
+    sessions: sessionmaker[Session], psp_sandbox: SandboxServer, psp_key: str,
+) -> None:  # fmt: skip
+    payment = _pay(service, merchant_id, capture_method="manual")
+    _fault(psp_sandbox, psp_key, kind="timeout", phase="after", hold_s=1.5,
+           path_prefix="/v1/payment_intents", methods="POST", duration_s=1)  # fmt: skip
+    assert impatient.cancel(merchant_id, payment.id).status == "unknown"
+    time.sleep(1.0)
+    run = service.run_janitor(min_age_s=0)
+    assert run.failures == []
+    assert [p.status for p in run.payments] == ["canceled"]
+    _books_clean(sessions)  # the hold was voided
+
+
+def test_a_refund_retry_that_cannot_reach_the_psp_stays_unknown_and_is_booked_once_later(
+    service: PaymentService, impatient: PaymentService, merchant_id: str,
+    sessions: sessionmaker[Session], psp_sandbox: SandboxServer, psp_key: str,
+) -> None:  # fmt: skip
+    from payment_systems.integrations.psp_sandbox.server import free_port
+
+    payment = _pay(service, merchant_id)
+    _fault(psp_sandbox, psp_key, kind="timeout", phase="after", hold_s=1.5,
+           path_prefix="/v1/refunds", methods="POST", duration_s=1)  # fmt: skip
+    with pytest.raises(PSPOutcomeUnknown):
+        impatient.refund(merchant_id, payment.id, "r1", Money.of("30", "USD"))
+    unreachable = PaymentService(sessions, PSPClient(psp_key, f"http://127.0.0.1:{free_port()}"))
+    with pytest.raises(PSPUnavailable):
+        unreachable.refund(merchant_id, payment.id, "r1", Money.of("30", "USD"))
+    with sessions() as session:  # not "failed": the first attempt may have landed
+        assert session.scalars(sa.select(Refund.status)).all() == ["unknown"]
+    time.sleep(1.0)
+    service.run_janitor(min_age_s=0)
+    assert service.get(merchant_id, payment.id).amount_refunded == 3000
+    refunds = service.psp.list_refunds(str(payment.psp_intent_id))
+    assert [r["amount"] for r in refunds] == [3000]  # one refund at the PSP, booked once
+    _books_clean(sessions)
+
+
+def test_a_retry_of_an_unknown_refund_asks_the_psp_before_calling_it_again(
+    service: PaymentService, impatient: PaymentService, merchant_id: str,
+    psp_sandbox: SandboxServer, psp_key: str,
+) -> None:  # fmt: skip
+    payment = _pay(service, merchant_id)
+    _fault(psp_sandbox, psp_key, kind="timeout", phase="after", hold_s=1.5,
+           path_prefix="/v1/refunds", methods="POST", duration_s=1)  # fmt: skip
+    with pytest.raises(PSPOutcomeUnknown):
+        impatient.refund(merchant_id, payment.id, "r1", Money.of("30", "USD"))
+    time.sleep(1.0)
+    calls: list[Any] = []
+    real_refund = service.psp.refund
+
+    def counted(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return real_refund(**kwargs)
+
+    service.psp.refund = counted  # type: ignore[method-assign]
+    after, _id, _value = service.refund(merchant_id, payment.id, "r1", Money.of("30", "USD"))
+    assert after.amount_refunded == 3000
+    assert calls == []  # found at the PSP by our id: no second refund request, even if the
+    # PSP had forgotten the idempotency key by now

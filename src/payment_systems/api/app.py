@@ -344,7 +344,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
                 "object": "refund",
                 "amount": value.amount_minor,
                 "currency": value.currency.lower(),
-                "status": "succeeded",
+                "status": rt().service.refund_status(refund_id),
                 "payment": payment_view(payment),
             }
 

@@ -22,6 +22,7 @@ the database's primary key) refuses a reused id.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,9 +46,26 @@ def hold_id(payment_id: str) -> str:
     return f"{payment_id}:auth"
 
 
+JOURNAL_ID_MAX = 64  # ledger_journals.id
+
+
 def refund_journal_id(payment_id: str, psp_refund_id: str) -> str:
-    """One journal per PSP refund: the API path and the webhook path name the same one."""
-    return f"{payment_id}:refund:{psp_refund_id}"
+    """One journal per PSP refund: the API path and the webhook path name the same one.
+
+    PSP ids are opaque and may grow; an id that would not fit the column is
+    replaced by a digest of itself, so both paths still derive the same name.
+
+    Examples:
+        >>> refund_journal_id("pay_1", "re_9")
+        'pay_1:refund:re_9'
+        >>> len(refund_journal_id("pay_" + "0" * 24, "re_" + "x" * 60)) <= 64
+        True
+    """
+    journal_id = f"{payment_id}:refund:{psp_refund_id}"
+    if len(journal_id) <= JOURNAL_ID_MAX:
+        return journal_id
+    digest = hashlib.sha256(psp_refund_id.encode()).hexdigest()
+    return f"{payment_id}:refund:h{digest}"[:JOURNAL_ID_MAX]
 
 
 def post_event(

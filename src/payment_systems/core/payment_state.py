@@ -43,8 +43,10 @@ SCREENED = "PaymentScreened"  # the fraud rules ran: a record, not a status chan
 # status -> events allowed from it
 TRANSITIONS: dict[str, set[str]] = {
     "new": {CREATED},
-    "processing": {SCREENED, AUTHORIZED, CAPTURED, FAILED, UNKNOWN, ACTION_REQUIRED},
-    "unknown": {AUTHORIZED, CAPTURED, FAILED, UNKNOWN, ACTION_REQUIRED},
+    # CANCELED from processing/unknown: a cancel (or the PSP's own expiry) can win while
+    # our record of the authorization, or of a capture, is still missing or unknown.
+    "processing": {SCREENED, AUTHORIZED, CAPTURED, FAILED, UNKNOWN, ACTION_REQUIRED, CANCELED},
+    "unknown": {AUTHORIZED, CAPTURED, FAILED, UNKNOWN, ACTION_REQUIRED, CANCELED},
     "requires_action": {AUTHORIZED, CAPTURED, FAILED, CANCELED, UNKNOWN},
     "requires_capture": {CAPTURED, CANCELED, UNKNOWN},
     "succeeded": {REFUNDED},

@@ -155,6 +155,16 @@ def three_d_secure_of(events: list[tuple[str, dict[str, Any]]]) -> bool:
     return chosen
 
 
+def _raise_if_broken_books(exc: IntegrityError) -> None:
+    """A CHECK violation (the database's ledger guards) is a bug, never a race to retry."""
+    if getattr(exc.orig, "sqlstate", None) == "23514":
+        raise exc
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 def new_payment_id() -> str:
     return "pay_" + secrets.token_hex(12)
 
@@ -296,18 +306,47 @@ class PaymentService:
         3. **Book** it by the PSP's refund id, unless the webhook already did.
 
         An unknown outcome leaves the row ``unknown`` (the janitor asks the
-        PSP); a refusal marks it ``failed``, releasing the reservation.
+        PSP); a refusal marks a ``pending`` row ``failed``, releasing the
+        reservation. A retry of a refund that may have landed asks the PSP
+        first: its idempotency key may have expired (Stripe keeps keys for
+        24 h), and calling again would then refund the customer twice.
         """
         refund_id = refund_id_for(merchant_id, refund_key)
         payment = self.get(merchant_id, payment_id)
-        row = self._reserve_refund(payment, refund_id, amount)
+        row, fresh = self._reserve_refund(payment, refund_id, amount)
         value = Money(row.amount_minor, row.currency)
         if row.status == "succeeded":
             return self.get(merchant_id, payment_id), refund_id, value
+        if not fresh:
+            found = self._psp_refund_named(payment, refund_id)
+            if found is not None and found.get("status", "succeeded") == "succeeded":
+                booked = self._book_refund(payment_id, PspRefund.of(found))
+                return booked, refund_id, value
         psp_refund = self._call_refund(payment, refund_id, value)
+        if psp_refund is None:  # accepted, still pending at the PSP: the janitor books it
+            return self.get(merchant_id, payment_id), refund_id, value
         return self._book_refund(payment_id, psp_refund), refund_id, value
 
-    def _call_refund(self, payment: Payment, refund_id: str, value: Money) -> PspRefund:
+    def refund_status(self, refund_id: str) -> str:
+        """``succeeded``, ``pending`` (at the PSP, or unknown) or ``failed``: what a client sees."""
+        with self.sessions() as session:
+            status = session.get_one(Refund, refund_id).status
+        return "pending" if status in ("pending", "unknown") else status
+
+    def _psp_refund_named(self, payment: Payment, refund_id: str) -> dict[str, Any] | None:
+        """The PSP's refund carrying our ``refund_id`` in its metadata, if there is one."""
+        listed = self.psp.list_refunds(str(payment.psp_intent_id))
+        return next(
+            (r for r in listed if (r.get("metadata") or {}).get("refund_id") == refund_id), None
+        )
+
+    def _call_refund(self, payment: Payment, refund_id: str, value: Money) -> PspRefund | None:
+        """Call the PSP; None if it accepted the refund but has not finished it (``pending``).
+
+        Only a ``pending`` row can become ``failed`` here: a row already
+        ``unknown`` may have landed at the PSP, so an error on its re-drive
+        leaves it ``unknown`` for the janitor, which asks the PSP by id.
+        """
         try:
             refund = self.psp.refund(
                 merchant_id=payment.merchant_id,
@@ -317,21 +356,26 @@ class PaymentService:
                 amount=value,
             )
         except PSPOutcomeUnknown:
-            self._set_refund_status(refund_id, "unknown", None)
+            self._set_refund_status(refund_id, "unknown", None, ("pending", "unknown", "failed"))
             raise
         except PSPUnavailable:
-            self._set_refund_status(refund_id, "failed", "psp_unavailable")
+            self._set_refund_status(refund_id, "failed", "psp_unavailable", ("pending",))
             raise
         except PSPRequestError as exc:
             code = str(exc.context.get("code_detail") or "psp_request_invalid")
-            self._set_refund_status(refund_id, "failed", code)
+            self._set_refund_status(refund_id, "failed", code, ("pending",))
             if code in ("amount_too_large", "charge_already_refunded"):
                 raise RefundTooLarge(
                     f"the PSP refused a refund of {value} on {payment.id}: {exc.message}",
                     payment_id=payment.id,
                 ) from exc
             raise
-        return PspRefund.of(refund.to_dict())
+        found = refund.to_dict()
+        if found.get("status", "succeeded") != "succeeded":
+            # pending at the PSP (some methods settle refunds later): not money moved yet
+            self._set_refund_status(refund_id, "unknown", None, ("pending", "unknown", "failed"))
+            return None
+        return PspRefund.of(found)
 
     def resolve_unknown(self, merchant_id: str, payment_id: str) -> Payment:
         """Ask the PSP what became of an ``unknown`` payment, and record it.
@@ -396,19 +440,21 @@ class PaymentService:
             payment = session.get_one(Payment, row.payment_id)
         if row.status not in ("pending", "unknown"):
             return row
-        listed = self.psp.list_refunds(str(payment.psp_intent_id))
-        found = next(
-            (r for r in listed if (r.get("metadata") or {}).get("refund_id") == refund_id), None
-        )
-        if found is not None and found.get("status", "succeeded") == "succeeded":
+        found = self._psp_refund_named(payment, refund_id)
+        status = None if found is None else str(found.get("status", "succeeded"))
+        if found is not None and status == "succeeded":
             self._book_refund(payment.id, PspRefund.of(found))
+        elif status in ("failed", "canceled"):
+            self._set_refund_status(refund_id, "failed", status, ("pending", "unknown"))
         elif found is not None:
-            self._set_refund_status(refund_id, "failed", str(found.get("status")))
+            pass  # pending at the PSP: still in flight, ask again next run
         elif row.status == "unknown":
             value = Money(row.amount_minor, row.currency)
-            self._book_refund(payment.id, self._call_refund(payment, refund_id, value))
+            psp_refund = self._call_refund(payment, refund_id, value)
+            if psp_refund is not None:
+                self._book_refund(payment.id, psp_refund)
         else:
-            self._set_refund_status(refund_id, "failed", "not_sent")
+            self._set_refund_status(refund_id, "failed", "not_sent", ("pending",))
         with self.sessions() as session:
             return session.get_one(Refund, refund_id)
 
@@ -602,7 +648,10 @@ class PaymentService:
             self.apply_events(session, payment, [(ps.CREATED, data)])
             return payment, True
 
-    def _reserve_refund(self, payment: Payment, refund_id: str, amount: Money | None) -> Refund:
+    def _reserve_refund(
+        self, payment: Payment, refund_id: str, amount: Money | None
+    ) -> tuple[Refund, bool]:
+        """The refund's row, and whether this call created it."""
         with unit_of_work(self.sessions) as session:
             row = session.get(Refund, refund_id)
             if row is not None:
@@ -616,9 +665,15 @@ class PaymentService:
                     )
                 if row.status == "failed":  # a retry of a refund that never happened: again
                     row.status, row.failure_code = "pending", None
-                return row
-            # Lock the payment row (PostgreSQL) so concurrent reservations see each other.
-            fresh = session.get_one(Payment, payment.id, with_for_update=True)
+                return row, False
+            # Take the payment row's write lock *before* reading what is left: a row lock
+            # on PostgreSQL, the database write lock on SQLite (whose reads before a
+            # write are outside any transaction, and which ignores FOR UPDATE). Two
+            # concurrent reservations then see each other's refunds.
+            session.execute(
+                sa.update(Payment).where(Payment.id == payment.id).values(updated_at=_utcnow())
+            )
+            fresh = session.get_one(Payment, payment.id, populate_existing=True)
             if fresh.status not in ("succeeded", "partially_refunded"):
                 raise ps.InvalidTransition(
                     f"payment {fresh.id} is {fresh.status}; only captured payments can be refunded",
@@ -646,13 +701,24 @@ class PaymentService:
                 status="pending",
             )
             session.add(row)
-            return row
+            return row, True
 
-    def _set_refund_status(self, refund_id: str, status: str, code: str | None) -> None:
+    def _set_refund_status(
+        self, refund_id: str, status: str, code: str | None, only_from: tuple[str, ...]
+    ) -> None:
+        """Compare and set: move the row to ``status`` only from one of ``only_from``.
+
+        Two writers race on a refund row: the API's retry and the janitor, each
+        with what it saw a moment ago. A plain write would let the janitor's
+        "not sent" overwrite the API's "unknown", releasing money that may be
+        on its way to the customer. A booked refund is never in ``only_from``.
+        """
         with unit_of_work(self.sessions) as session:
-            row = session.get_one(Refund, refund_id)
-            if row.status != "succeeded":  # a booked refund stays booked
-                row.status, row.failure_code = status, code
+            session.execute(
+                sa.update(Refund)
+                .where(Refund.id == refund_id, Refund.status.in_(only_from))
+                .values(status=status, failure_code=code, updated_at=_utcnow())
+            )
 
     def _book_refund(self, payment_id: str, refund: PspRefund) -> Payment:
         """Book one PSP refund, unless it is booked already (the webhook got there first)."""
@@ -670,7 +736,8 @@ class PaymentService:
                     if refund.id not in booked:
                         self.apply_events(session, payment, [(ps.REFUNDED, data)], booked)
                     return payment
-            except IntegrityError:  # the webhook booked it (or another event) concurrently
+            except IntegrityError as exc:  # the webhook booked it (or another event) concurrently
+                _raise_if_broken_books(exc)
                 continue
         raise PaymentBusy(f"payment {payment_id} kept changing while booking refund {refund.id}")
 
@@ -685,7 +752,8 @@ class PaymentService:
                     if missing:
                         self.apply_events(session, payment, missing, booked)
                     return payment
-            except IntegrityError:
+            except IntegrityError as exc:
+                _raise_if_broken_books(exc)
                 continue
         raise PaymentBusy(f"payment {payment_id} kept changing; retry")
 
@@ -711,13 +779,18 @@ class PaymentService:
         if intent.status == "canceled":
             return [(ps.CANCELED, base)]
         error = intent.last_payment_error
-        code = getattr(error, "code", None) or intent.status
-        return [
-            (
-                ps.FAILED,
-                {**base, "code": code, "decline_code": getattr(error, "decline_code", None)},
-            )
-        ]
+        if intent.status == "requires_payment_method" and error is not None:
+            code = getattr(error, "code", None) or "card_declined"
+            return [
+                (
+                    ps.FAILED,
+                    {**base, "code": code, "decline_code": getattr(error, "decline_code", None)},
+                )
+            ]
+        # processing, requires_confirmation, ...: the PSP has not finished. Recording a
+        # failure here would be final, and the success that follows would never be booked;
+        # record nothing, and let the webhook (or the janitor) bring the final answer.
+        return []
 
     def _record(
         self,
@@ -807,14 +880,23 @@ class PaymentService:
 
 
 def _mark_refund_booked(session: Session, payment: Payment, data: Mapping[str, Any]) -> None:
-    """The ``refunds`` row of a booked refund: ours (by id), or a new one for the PSP's own."""
+    """The ``refunds`` row of a booked refund: ours (by id), or a new one for the PSP's own.
+
+    A row already booked under *another* PSP refund keeps it: a second PSP
+    refund carrying the same id of ours (a re-drive after the PSP forgot its
+    key) is money moved twice, and gets a row of its own, never an overwrite.
+    """
     psp_id = data.get("psp_refund_id")
     row = session.get(Refund, str(data["refund_id"]))
+    if row is not None and (
+        row.payment_id != payment.id or (row.psp_refund_id and row.psp_refund_id != psp_id)
+    ):
+        row = None
     if row is None and psp_id:
         row = session.scalar(sa.select(Refund).where(Refund.psp_refund_id == psp_id))
-    if row is None:  # made at the PSP directly (a dashboard refund): record it too
+    if row is None:  # made at the PSP directly (a dashboard refund), or a second one: record it
         row = Refund(
-            id=str(data["refund_id"]),
+            id=str(psp_id or data["refund_id"]),
             payment_id=payment.id,
             merchant_id=payment.merchant_id,
             amount_minor=int(data["amount"]),
