@@ -516,3 +516,20 @@ def test_a_retry_of_an_unknown_refund_asks_the_psp_before_calling_it_again(
     assert after.amount_refunded == 3000
     assert calls == []  # found at the PSP by our id: no second refund request, even if the
     # PSP had forgotten the idempotency key by now
+
+
+def test_a_refund_event_alone_is_enough_to_book_a_refund_made_at_the_psp(
+    service: PaymentService, merchant_id: str, webhooks: WebhookHandler,
+    sessions: sessionmaker[Session],
+) -> None:  # fmt: skip
+    payment = _pay(service, merchant_id)
+    service.psp.refund(
+        merchant_id=merchant_id, payment_id=payment.id, refund_id="re_dashboard",
+        intent_id=str(payment.psp_intent_id), amount=Money.of("12", "USD"),
+    )  # fmt: skip
+    [event] = _events(service, "refund.created")  # charge.refunded lost: only this one arrives
+    assert webhooks.apply(event).outcome == "applied"
+    assert service.get(merchant_id, payment.id).amount_refunded == 1200
+    [late] = _events(service, "charge.refunded")
+    assert webhooks.apply(late).outcome == "stale"
+    _books_clean(sessions)

@@ -62,7 +62,19 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-PAYMENT_EVENTS = ("payment_intent.", "charge.succeeded", "charge.captured", "charge.refunded")
+PAYMENT_EVENTS = (
+    "payment_intent.",
+    "charge.succeeded",
+    "charge.captured",
+    "charge.refunded",
+    "charge.refund.updated",  # a pending refund that later succeeded (or failed)
+    "refund.",
+)
+
+
+def intent_of(obj: Mapping[str, Any]) -> Any:
+    """The PaymentIntent id a charge, a refund or an intent belongs to."""
+    return obj.get("payment_intent") if obj.get("object") in ("charge", "refund") else obj.get("id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,16 +166,19 @@ class WebhookHandler:
                 self._payment_for(session, obj) if event_type.startswith(PAYMENT_EVENTS) else None
             )
             payment_id = payment.id if payment is not None else None
-            advance = payment is not None and would_advance(
-                state_of(payment, booked_refund_ids(session, payment.id)), view_of(obj)
+            # A refund object says nothing about the payment's state by itself (and a
+            # refund that succeeded later may be the only event we get): always look.
+            advance = payment is not None and (
+                obj.get("object") == "refund"
+                or would_advance(
+                    state_of(payment, booked_refund_ids(session, payment.id)), view_of(obj)
+                )
             )
         # 2. Fetch the PSP's current truth, outside any transaction.
         view: PspView | None = None
         dispute: dict[str, Any] | None = None
         if advance and payment is not None:
-            charge = obj.get("object") == "charge"
-            intent_id = obj.get("payment_intent") if charge else obj.get("id")
-            view = self.service.psp_view(str(intent_id or payment.psp_intent_id))
+            view = self.service.psp_view(str(intent_of(obj) or payment.psp_intent_id))
         elif payment is None and event_type.startswith("charge.dispute.") and self.disputes:
             # Like payments: the event says "look", the PSP says what is true now.
             dispute = self.disputes.gateway.retrieve(str(obj["id"]))
@@ -197,7 +212,7 @@ class WebhookHandler:
 
     @staticmethod
     def _payment_for(session: Session, obj: Mapping[str, Any]) -> Payment | None:
-        intent_id = obj.get("payment_intent") if obj.get("object") == "charge" else obj.get("id")
+        intent_id = intent_of(obj)
         payment = session.scalar(sa.select(Payment).where(Payment.psp_intent_id == intent_id))
         if payment is not None:
             return payment
