@@ -533,3 +533,19 @@ def test_a_refund_event_alone_is_enough_to_book_a_refund_made_at_the_psp(
     [late] = _events(service, "charge.refunded")
     assert webhooks.apply(late).outcome == "stale"
     _books_clean(sessions)
+
+
+def test_a_payment_left_unknown_for_over_an_hour_is_a_break_in_the_books(
+    service: PaymentService, merchant_id: str,
+    sessions: sessionmaker[Session], psp_sandbox: SandboxServer, psp_key: str,
+) -> None:  # fmt: skip
+    from payment_systems.core.ledger_checks import unsettled_payments
+
+    payment = _pay(service, merchant_id, capture_method="manual")
+    _fault(psp_sandbox, psp_key, kind="error", status=500, phase="before",
+           path_prefix="/v1/payment_intents", methods="POST", duration_s=5)  # fmt: skip
+    assert service.capture(merchant_id, payment.id).status == "unknown"
+    with sessions() as session:
+        assert unsettled_payments(session, int(time.time())) == []  # the janitor's business
+        later = int(time.time()) + 2 * 3600
+        assert unsettled_payments(session, later) == [payment.id]  # nobody settled it

@@ -139,6 +139,7 @@ def audit(system: RunningSystem, run_id: str, *, settle_s: float = 15.0) -> Fina
             *(f"unbalanced:{j}" for j in books.unbalanced_journals),
             *(f"open_hold:{p}" for p in books.open_holds_on_finished_payments),
             *(f"balance:{b.merchant_id}:{b.currency}" for b in books.balance_breaks),
+            *(f"unsettled:{p}" for p in books.unsettled_payments),
         ]
         return Financial(
             duplicate_charges=int(at_psp["duplicate_charges"]),

@@ -81,7 +81,8 @@ def check_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Check the books: every journal balances, no finished payment keeps an open hold,
-    and every merchant's balance equals its payments' net. Exit code 1 if any fails.
+    every merchant's balance equals its payments' net, and no payment has been left
+    unknown or processing for over an hour. Exit code 1 if any fails.
     """
     from payment_systems.config import Settings
     from payment_systems.core.ledger_checks import check_books
@@ -101,6 +102,7 @@ def check_command(
             f"open holds on finished payments: {len(report.open_holds_on_finished_payments)}"
         )
         console.print(f"merchant balance breaks: {len(report.balance_breaks)}")
+        console.print(f"payments unsettled for over an hour: {len(report.unsettled_payments)}")
         for brk in report.balance_breaks[:10]:
             console.print(
                 f"  {brk.merchant_id} {brk.currency}: ledger {brk.ledger}, "

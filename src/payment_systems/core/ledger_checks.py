@@ -14,6 +14,10 @@ checks prove the books are right *internally*, which the PSP cannot see:
   fees and losses on its own accounts (``disputed_funds``, ``dispute_fees``,
   ``dispute_losses``), so the dispute adjustment to a merchant's balance is 0.
 
+* **No payment left unsettled.** A payment still ``unknown`` or
+  ``processing`` an hour after its last change is one the janitor could not
+  settle: its money is in limbo, and someone must look.
+
 The model checker runs these after every step, and the chaos audit after
 every scenario. `payment-systems ledger check` prints them.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,6 +36,7 @@ from payment_systems.database.ledger_store import merchant_balances
 from payment_systems.database.models import LedgerEntry, LedgerJournal, Payment
 
 FINISHED = ("succeeded", "partially_refunded", "refunded", "failed", "canceled")
+UNSETTLED_AFTER_S = 3600  # far past the janitor's 60 s wait and the PSP's 25 s deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +56,15 @@ class BooksReport:
     unbalanced_journals: list[str] = field(default_factory=list)
     open_holds_on_finished_payments: list[str] = field(default_factory=list)
     balance_breaks: list[BalanceBreak] = field(default_factory=list)
+    unsettled_payments: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
         return not (
-            self.unbalanced_journals or self.open_holds_on_finished_payments or self.balance_breaks
+            self.unbalanced_journals
+            or self.open_holds_on_finished_payments
+            or self.balance_breaks
+            or self.unsettled_payments
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -115,10 +125,22 @@ def balance_breaks(session: Session, now: int) -> list[BalanceBreak]:
     return breaks
 
 
+def unsettled_payments(session: Session, now: int, after_s: int = UNSETTLED_AFTER_S) -> list[str]:
+    """Payments still ``unknown`` or ``processing`` ``after_s`` seconds after their last change."""
+    cutoff = datetime.fromtimestamp(now - after_s, UTC).replace(tzinfo=None)
+    rows = session.scalars(
+        sa.select(Payment.id).where(
+            Payment.status.in_(("unknown", "processing")), Payment.updated_at <= cutoff
+        )
+    ).all()
+    return sorted(str(r) for r in rows)
+
+
 def check_books(session: Session, now: int) -> BooksReport:
     """All the checks, in one read-only pass."""
     return BooksReport(
         unbalanced_journals(session),
         open_holds_on_finished_payments(session),
         balance_breaks(session, now),
+        unsettled_payments(session, now),
     )
