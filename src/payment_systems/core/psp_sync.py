@@ -151,8 +151,17 @@ def events_to_reach(state: ps.PaymentState, view: PspView) -> list[tuple[str, di
     elif view.status == "canceled" and (status in OPEN or status == "requires_capture"):
         events.append((ps.CANCELED, base))
     if status in ("succeeded", "partially_refunded") and view.refunds:
+        # Refunds booked before PSP ids were recorded (databases older than migration
+        # 0004) are in amount_refunded but not in refund_ids: the oldest PSP refunds
+        # that add up to them are those, already booked. Zero for everything newer.
+        legacy = state.amount_refunded - sum(
+            r.amount for r in view.refunds if r.id in state.refund_ids
+        )
         for refund in view.refunds:
             if refund.id in state.refund_ids:
+                continue
+            if 0 < refund.amount <= legacy:
+                legacy -= refund.amount
                 continue
             data = {
                 "amount": refund.amount,

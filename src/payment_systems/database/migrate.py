@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -26,6 +28,30 @@ def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
         command.upgrade(alembic_config(url_or_engine), revision)
         return
     config = alembic_config()
-    with url_or_engine.begin() as conn:
+    with url_or_engine.connect() as conn, sqlite_foreign_keys_off(conn), conn.begin():
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
+
+
+@contextmanager
+def sqlite_foreign_keys_off(conn: Connection) -> Iterator[None]:
+    """On SQLite, foreign keys off while migrating; a no-op elsewhere.
+
+    SQLite cannot drop a constraint in place: Alembic's batch mode copies the
+    table, drops the old one and renames the copy. With foreign keys on, that
+    DROP fails as soon as another table's rows refer to it, so an upgrade of
+    a database that already holds payments would fail. The copy keeps every
+    id, so no reference breaks. The pragma only works outside a transaction,
+    hence before ``begin()``; it is switched back on after, because the
+    connection goes back to the pool.
+    """
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    conn.commit()
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+        conn.commit()

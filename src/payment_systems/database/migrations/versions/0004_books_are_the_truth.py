@@ -20,6 +20,9 @@ Create Date: 2026-12-04 15:20:00
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -106,6 +109,110 @@ def _sqlite_guards() -> list[str]:
     return statements
 
 
+CATEGORY_BY_SUFFIX = (
+    ("%:capture", "capture"),
+    ("%:fee", "fee"),
+    ("%:auth", "authorization"),
+    ("%:void", "void"),
+    ("%:refund:%", "refund"),
+)
+
+
+def _backfill(conn: sa.Connection) -> None:
+    """Bring books written before this revision up to it (a no-op on an empty database).
+
+    1. Each merchant's entries on the shared ``merchant_payable`` move to an
+       account of its own (found through the journal's payment).
+    2. Journals get their category from their id (``pay_1:capture``, …), and
+       the PSP object and timestamp from the payment's events, so
+       reconciliation can read them.
+    3. Every refund already booked gets its ``refunds`` row. Refunds booked
+       from a webhook before this revision carry no PSP refund id; their row
+       says so (``legacy``), and ``psp_sync.events_to_reach`` treats the
+       oldest PSP refunds adding up to them as booked, so a later re-fetch
+       does not book them a second time.
+    """
+    owners = conn.execute(
+        sa.text(
+            "SELECT DISTINCT p.merchant_id, a.currency, a.id FROM ledger_entries e"
+            " JOIN ledger_accounts a ON a.id = e.account_id"
+            " JOIN ledger_journals j ON j.id = e.journal_id"
+            " JOIN payments p ON p.id = j.payment_id"
+            " WHERE a.code = 'merchant_payable' AND a.merchant_id = ''"
+        )
+    ).all()
+    for merchant_id, currency, old_account in owners:
+        conn.execute(
+            sa.text(
+                "INSERT INTO ledger_accounts (code, currency, kind, merchant_id)"
+                " VALUES ('merchant_payable', :c, 'liability', :m)"
+            ),
+            {"c": currency, "m": merchant_id},
+        )
+        new_account = conn.execute(
+            sa.text(
+                "SELECT id FROM ledger_accounts WHERE code = 'merchant_payable'"
+                " AND currency = :c AND merchant_id = :m"
+            ),
+            {"c": currency, "m": merchant_id},
+        ).scalar_one()
+        conn.execute(
+            sa.text(
+                "UPDATE ledger_entries SET account_id = :new WHERE account_id = :old"
+                " AND journal_id IN (SELECT j.id FROM ledger_journals j"
+                " JOIN payments p ON p.id = j.payment_id WHERE p.merchant_id = :m)"
+            ),
+            {"new": new_account, "old": old_account, "m": merchant_id},
+        )
+    for pattern, category in CATEGORY_BY_SUFFIX:
+        conn.execute(
+            sa.text(
+                "UPDATE ledger_journals SET category = :c WHERE id LIKE :p AND category IS NULL"
+            ),
+            {"c": category, "p": pattern},
+        )
+    events = conn.execute(
+        sa.text(
+            "SELECT e.payment_id, e.type, e.data, p.merchant_id, p.currency FROM payment_events e"
+            " JOIN payments p ON p.id = e.payment_id"
+            " WHERE e.type IN ('PaymentCaptured', 'PaymentRefunded') ORDER BY e.id"
+        )
+    ).all()
+    for payment_id, kind, raw, merchant_id, currency in events:
+        data = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        if kind == "PaymentCaptured" and data.get("psp_charge_id"):
+            conn.execute(
+                sa.text(
+                    "UPDATE ledger_journals SET psp_object = :o, effective_at = :t"
+                    " WHERE id IN (:capture, :fee)"
+                ),
+                {"o": data["psp_charge_id"], "t": data.get("psp_created"),
+                 "capture": f"{payment_id}:capture", "fee": f"{payment_id}:fee"},
+            )  # fmt: skip
+        elif kind == "PaymentRefunded":
+            refund_id, psp_id = str(data["refund_id"]), data.get("psp_refund_id")
+            journal = f"{payment_id}:refund:{refund_id}"
+            if psp_id:
+                conn.execute(
+                    sa.text(
+                        "UPDATE ledger_journals SET psp_object = :o, effective_at = :t"
+                        " WHERE id = :j"
+                    ),
+                    {"o": psp_id, "t": data.get("psp_created"), "j": journal},
+                )
+            row_id = refund_id if refund_id.startswith("re_") else journal[-64:]
+            conn.execute(
+                sa.text(
+                    "INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency,"
+                    " status, psp_refund_id, failure_code, created_at, updated_at) VALUES"
+                    " (:id, :p, :m, :a, :c, 'succeeded', :psp, :legacy, :now, :now)"
+                ),
+                {"id": row_id, "p": payment_id, "m": merchant_id, "a": int(data["amount"]),
+                 "c": currency, "psp": psp_id, "legacy": None if psp_id else "legacy",
+                 "now": datetime.now(UTC).replace(tzinfo=None)},
+            )  # fmt: skip
+
+
 def upgrade() -> None:
     with op.batch_alter_table("ledger_accounts", schema=None) as batch_op:
         batch_op.add_column(
@@ -154,6 +261,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_refunds_payment_id"), ["payment_id"], unique=False)
         batch_op.create_index("ix_refunds_status_updated", ["status", "updated_at"], unique=False)
 
+    _backfill(op.get_bind())  # before the guards: it re-points old entries once
     dialect = op.get_bind().dialect.name
     if dialect == "postgresql":
         op.execute(PG_GUARDS)
