@@ -26,9 +26,11 @@ def balances_command(
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
-    """What we owe each merchant, per currency: available now, and pending (not yet
-    available at the PSP). Summed from the merchant's own ledger account (DATABASE_URL),
-    never from the payment rows, so it shows what the books really say.
+    """What we owe each merchant, per currency: available now, and pending.
+
+    Pending is captured money the PSP has not made available yet. The figures are
+    summed from each merchant's own ledger account (DATABASE_URL), never from the
+    payment rows, so they show what the books really say.
     """
     from payment_systems.config import Settings
     from payment_systems.database.ledger_store import merchant_balances
@@ -80,9 +82,11 @@ def balances_command(
 def check_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
-    """Check the books: every journal balances, no finished payment keeps an open hold,
-    every merchant's balance equals its payments' net, and no payment has been left
-    unknown or processing for over an hour. Exit code 1 if any fails.
+    """Check the books; exit code 1 if any check fails.
+
+    Every journal balances, no finished payment keeps an open hold, every merchant's
+    balance equals its payments' net, and no payment has been left unknown or
+    processing for over an hour.
     """
     from payment_systems.config import Settings
     from payment_systems.core.ledger_checks import check_books
