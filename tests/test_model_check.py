@@ -146,11 +146,6 @@ def test_a_cancel_whose_outcome_was_unknown_settles_as_canceled(
     assert payment_id not in holds
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: PaymentService.capture sends any amount to the PSP, and the PSP's 400 "
-    "comes back as 502 psp_request_invalid; when fixed, drop this mark",
-)
 def test_capturing_more_than_was_authorized_is_refused_as_a_client_error(
     sqlite_engine: Engine, redis_client: redis.Redis, psp_sandbox: SandboxServer
 ) -> None:

@@ -79,6 +79,13 @@ class RefundTooLarge(PaymentSystemsError):
     http_status = 400
 
 
+class CaptureTooLarge(PaymentSystemsError):
+    """A capture of more than the authorization: the client's mistake, never worth a retry."""
+
+    code = "capture_exceeds_authorized"
+    http_status = 400
+
+
 class KeyReusedWithOtherRequest(PaymentSystemsError):
     """The key names an earlier, different request: the same answer Redis gives (422).
 
@@ -256,6 +263,16 @@ class PaymentService:
                 f"payment {payment_id} is {payment.status}; only requires_capture can be captured",
                 status=payment.status,
             )
+        authorized = Money(payment.amount_minor, payment.currency)
+        if amount is not None and (
+            amount.currency != authorized.currency
+            or not 0 < amount.amount_minor <= authorized.amount_minor
+        ):
+            raise CaptureTooLarge(
+                f"cannot capture {amount} of {payment_id}: between 0 and the {authorized} "
+                "authorized can be captured",
+                payment_id=payment_id,
+            )
         try:
             intent = self.psp.capture(
                 merchant_id=merchant_id,
@@ -265,6 +282,10 @@ class PaymentService:
             )
         except PSPOutcomeUnknown as exc:
             return self._record(payment_id, [(ps.UNKNOWN, {"operation": exc.operation})])
+        except PSPRequestError as exc:  # the PSP knows better (a partial capture already made)
+            if exc.context.get("code_detail") == "amount_too_large":
+                raise CaptureTooLarge(exc.message, payment_id=payment_id) from exc
+            raise
         return self._record(payment_id, self._events_from_intent(intent), intent)
 
     def cancel(self, merchant_id: str, payment_id: str) -> Payment:
