@@ -7,7 +7,8 @@
     processing ──authorized (manual)──▶ requires_capture ──captured──▶ succeeded
         │   └──────captured (automatic)─────────────────────────────▶ succeeded
         ├──failed──▶ failed                       requires_capture ──canceled──▶ canceled
-        └──outcome unknown──▶ unknown ──(janitor: any of the above)──▶ …
+        ├──outcome unknown──▶ unknown ──(janitor: any of the above)──▶ …
+        └──canceled (a cancel or an expiry won the race; so can unknown)──▶ canceled
     succeeded ──refunded (part)──▶ partially_refunded ──refunded (rest)──▶ refunded
 
 The stored ``payments`` row is a projection of these events, written in the
