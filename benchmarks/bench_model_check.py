@@ -92,7 +92,7 @@ def check_once(
         client.close()
     return {
         "database": engine.dialect.name,
-        "seed": run_seed,
+        "seed": str(run_seed),  # an id, not a quantity: shown without thousands separators
         "examples": stats.examples,
         "steps": stats.steps,
         "full checks": stats.full_checks,
@@ -144,7 +144,7 @@ def total(rows: list[dict[str, Any]]) -> dict[str, Any]:
             out[column] = round(sum(values), 1) if column == "duration s" else sum(values)
         else:
             out[column] = "all"
-    out["seed"] = ", ".join(str(s) for s in sorted({row["seed"] for row in rows}))
+    out["seed"] = ", ".join(sorted({str(row["seed"]) for row in rows}))
     out["failure"] = ""
     out["rules run"] = ""
     return out
